@@ -119,6 +119,25 @@ class UpstreamRejected(UpstreamError):
     retryable = False
 
 
+class UpstreamRateLimited(UpstreamError):
+    """The provider answered 429 and its Retry-After is longer than we may wait: try another target."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "upstream_rate_limited"
+
+
+class StreamInterrupted(BadGateway):
+    """A stream broke after output was passed on (reset, broken SSE line, stall): never retried.
+
+    A subclass, not an instance flag: Ray re-raises handle errors as a class derived from the cause's
+    class, so only class attributes (retryable, code) survive the trip through a deployment handle.
+    """
+
+    code = "upstream_stream_interrupted"
+    retryable = False
+
+
 class InternalError(RouterError):
     status = 500
     code = "internal_error"
