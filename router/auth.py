@@ -1,0 +1,210 @@
+"""Optional bearer API keys: per-key defaults, allowed targets and a spend budget.
+
+Keys are read once at start-up (`KeyStore.from_config`), kept only as sha256 digests, and compared with
+`hmac.compare_digest` against every stored digest (no early exit), so neither the key nor its position
+leaks through timing. No key configured = open access (the ingress says so at start-up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from policies.types import Constraints
+from router.errors import BudgetExhausted, Forbidden, Unauthorized
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class KeyEntry(BaseModel):
+    """One API key and what it may do. Give the key itself or its sha256 hex digest."""
+
+    model_config = _FROZEN
+
+    name: str = Field(..., min_length=1, description="Label for logs and metrics (never the key).")
+    key: SecretStr | None = Field(None, description="The bearer key in clear (hashed on load).")
+    key_sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="sha256 hex digest of the bearer key."
+    )
+    allowed_targets: tuple[str, ...] | None = Field(
+        None, description="Target ids this key may use (None = the config default)."
+    )
+    constraints: Constraints | None = Field(
+        None, description="Constraints applied when the request sets none (None = the config default)."
+    )
+    budget_usd: float | None = Field(
+        None, ge=0, description="Spend limit in USD for this key (None = the config default)."
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> KeyEntry:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key, key_sha256")
+        return self
+
+
+class AuthConfig(BaseModel):
+    """Where the API keys come from and the defaults every key gets."""
+
+    model_config = _FROZEN
+
+    keys_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding the keys: a JSON list of key entries "
+        "(or of strings), or comma-separated keys.",
+    )
+    keys_file: str | None = Field(
+        None, description="Path of a JSON file with a list of key entries (or of strings)."
+    )
+    keys: tuple[KeyEntry, ...] = Field(
+        (), description="Key entries given inline (use key_sha256 here: config files get shared)."
+    )
+    default_allowed_targets: tuple[str, ...] | None = Field(
+        None, description="Target ids a key may use when its entry says nothing (None = all)."
+    )
+    default_constraints: Constraints = Field(
+        default_factory=Constraints, description="Constraints for requests that set none."
+    )
+    default_budget_usd: float | None = Field(
+        None, ge=0, description="Spend limit in USD per key when its entry says nothing (None = none)."
+    )
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, after authentication. `name` is a label, never the key."""
+
+    name: str
+    allowed_targets: tuple[str, ...] | None
+    constraints: Constraints
+    budget_usd: float | None
+
+    def check_target(self, target_id: str) -> None:
+        if self.allowed_targets is not None and target_id not in self.allowed_targets:
+            raise Forbidden(f"this API key may not use target '{target_id}'")
+
+
+def _sha256(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _parse_entries(text: str, source: str) -> list[KeyEntry]:
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{source}: not valid JSON (line {e.lineno})") from None
+    else:
+        raw = [k.strip() for k in text.split(",") if k.strip()]
+    out = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            out.append(KeyEntry(name=f"key-{i}", key=SecretStr(item)))
+        else:
+            out.append(KeyEntry.model_validate(item))
+    return out
+
+
+class KeyStore:
+    """Authenticates bearer keys and tracks spend per key (in this process)."""
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        entries: list[KeyEntry] | tuple[KeyEntry, ...] = (),
+        compare: Callable[[bytes, bytes], bool] = hmac.compare_digest,
+    ) -> None:
+        self._config = config
+        self._compare = compare
+        self._digests: list[tuple[bytes, Principal]] = []
+        for e in (*config.keys, *entries):
+            digest = (
+                _sha256(e.key.get_secret_value()) if e.key is not None else bytes.fromhex(e.key_sha256 or "")
+            )
+            self._digests.append((digest, self._principal(e)))
+        self._anonymous = Principal(
+            "anonymous", config.default_allowed_targets, config.default_constraints,
+            config.default_budget_usd,
+        )
+        self._spent: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config(cls, config: AuthConfig, environ: Mapping[str, str] | None = None) -> KeyStore:
+        """Read keys from the env var / file the config names (start-up I/O, never per request)."""
+        env = os.environ if environ is None else environ
+        entries: list[KeyEntry] = []
+        if config.keys_env:
+            entries += _parse_entries(env.get(config.keys_env, ""), f"${config.keys_env}")
+        if config.keys_file:
+            entries += _parse_entries(Path(config.keys_file).read_text(), config.keys_file)
+        return cls(config, entries)
+
+    def _principal(self, e: KeyEntry) -> Principal:
+        c = self._config
+        return Principal(
+            e.name,
+            e.allowed_targets if e.allowed_targets is not None else c.default_allowed_targets,
+            e.constraints if e.constraints is not None else c.default_constraints,
+            e.budget_usd if e.budget_usd is not None else c.default_budget_usd,
+        )
+
+    @property
+    def open(self) -> bool:
+        """True when no key is configured: every request is accepted as 'anonymous'."""
+        return not self._digests
+
+    @property
+    def key_count(self) -> int:
+        return len(self._digests)
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        """Principal for an `Authorization: Bearer <key>` header value; Unauthorized otherwise."""
+        if self.open:
+            return self._anonymous
+        if not authorization:
+            raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise Unauthorized("malformed Authorization header: expected 'Bearer <key>'")
+        digest = _sha256(key)
+        found: Principal | None = None
+        for stored, principal in self._digests:
+            # Compare against every digest without breaking early.
+            if self._compare(stored, digest) and found is None:
+                found = principal
+        if found is None:
+            raise Unauthorized("invalid API key")
+        return found
+
+    def check_budget(self, principal: Principal) -> None:
+        if principal.budget_usd is None:
+            return
+        spent = self._spent.get(principal.name, 0.0)
+        if spent >= principal.budget_usd:
+            raise BudgetExhausted(
+                f"spend budget exhausted for key '{principal.name}': "
+                f"{spent:.6f} of {principal.budget_usd:.6f} USD"
+            )
+
+    def charge(self, principal: Principal, usd: float) -> None:
+        """Add the actual cost of an answered request to the key's spend."""
+        if usd <= 0:
+            return
+        with self._lock:
+            self._spent[principal.name] = self._spent.get(principal.name, 0.0) + usd
+
+    def spent(self, name: str) -> float:
+        return self._spent.get(name, 0.0)

@@ -1,0 +1,32 @@
+"""Request limits the ingress enforces before any target is called."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LimitsConfig(BaseModel):
+    """Bounds on request size, prompt length, retries and time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest request body accepted, in bytes; larger → 413."
+    )
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Largest estimated prompt accepted, in tokens (None = the largest context window "
+        "of any target); longer → 400.",
+    )
+    max_alternates: int = Field(
+        2, ge=0, description="How many alternate targets to try after the chosen one fails before "
+        "its first token."
+    )
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Upper bound on one upstream call (first token for streams), in s; "
+        "exceeded → 504 or the next alternate."
+    )
+    expected_output_tokens: int = Field(
+        256, ge=1, description="Output length the policy plans with when the request has no max_tokens."
+    )
