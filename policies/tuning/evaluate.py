@@ -1,0 +1,195 @@
+"""Offline replay of routers over a dataset table: K-fold CV or leave-one-dataset-out holdout.
+
+Learned scorers are fitted on the train rows of each split and score only the held-out rows; the
+out-of-fold scores of all rows then go through RouteLLM's threshold sweep once (so a 5-fold CV result
+is one curve over the whole dataset, like RouteLLM's). Random and oracle need no training.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from policies.tuning import metrics
+from policies.tuning.datasets import RouteTable
+from policies.tuning.scorers import SCORERS, RandomScorer, Split
+
+
+@dataclass
+class Protocol:
+    kind: str  # "cv" or "holdout"
+    k: int = 5
+    holdout: str | None = None
+
+    def label(self) -> str:
+        return f"{self.k}-fold CV" if self.kind == "cv" else f"holdout {self.holdout}"
+
+
+def kfold(n: int, k: int, seed: int = 0) -> list[np.ndarray]:
+    """Shuffled K folds of row indices."""
+    idx = np.random.default_rng(seed).permutation(n)
+    return [np.sort(f) for f in np.array_split(idx, k)]
+
+
+def _tie_break(scores: np.ndarray, seed: int) -> np.ndarray:
+    """Break exact ties at random (a tied router is a random router among the tied prompts); without
+    this a score with few distinct values would put whole groups on one side of a threshold."""
+    spread = np.ptp(scores) if len(scores) else 0.0
+    jitter = np.random.default_rng(seed).random(len(scores)) * 1e-9 * (spread or 1.0)
+    return scores + jitter
+
+
+def out_of_fold_scores(
+    table: RouteTable,
+    emb: np.ndarray | None,
+    scorer_names: Sequence[str],
+    protocol: Protocol,
+    eval_mask: np.ndarray,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Scores of every evaluated row from scorers that never saw that row's label."""
+    from tqdm import tqdm
+
+    strong, weak = table.col(table.strong), table.col(table.weak)
+    ev = np.flatnonzero(eval_mask)
+    if protocol.kind == "cv":
+        splits = [(np.setdiff1d(ev, ev[f]), ev[f]) for f in kfold(len(ev), protocol.k, seed)]
+    else:
+        splits = [(np.flatnonzero(~eval_mask), ev)]
+    out = {name: np.zeros(len(table)) for name in scorer_names}
+    jobs = [(name, tr, te) for name in scorer_names for tr, te in splits]
+    bar = tqdm(jobs, desc=f"training ({protocol.label()})", file=sys.stderr, disable=not progress)
+    for name, tr, te in bar:
+        bar.set_postfix_str(name)
+        sc = SCORERS[name]()
+        train = Split(table.subset(tr), None if emb is None else emb[tr], strong, weak)
+        test = Split(table.subset(te), None if emb is None else emb[te], strong, weak)
+        out[name][te] = sc.fit(train).score(test)
+    return {k: v[ev] for k, v in out.items()}
+
+
+def evaluate(
+    table: RouteTable,
+    protocol: Protocol,
+    scorer_names: Sequence[str],
+    emb: np.ndarray | None = None,
+    seed: int = 0,
+    prices: dict[str, tuple[float, float]] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Replay random, oracle and the learned scorers; return the report dict (`--json` output)."""
+    if protocol.kind == "holdout":
+        eval_mask = table.dataset == protocol.holdout
+        if not eval_mask.any():
+            raise ValueError(f"no rows of dataset {protocol.holdout!r} to hold out")
+        if eval_mask.all():
+            raise ValueError("holdout needs other datasets to train on (use --dataset all)")
+    else:
+        eval_mask = np.ones(len(table), dtype=bool)
+    strong_id, weak_id = table.strong, table.weak
+    s, w = table.col(strong_id), table.col(weak_id)
+    need_emb = any(SCORERS[n]().needs_embeddings for n in scorer_names)
+    if need_emb and emb is None:
+        raise ValueError("these scorers need embeddings")
+    scores = out_of_fold_scores(table, emb if need_emb else None, scorer_names, protocol, eval_mask,
+                                seed, progress) if scorer_names else {}
+    ev = table.subset(eval_mask)
+    qs, qw = ev.quality[:, s], ev.quality[:, w]
+    cost = ev.costs(prices)
+    cs, cw = cost[:, s], cost[:, w]
+    weak_q, strong_q = float(qw.mean()), float(qs.mean())
+    cost_range = (float(cw.mean()), float(cs.mean()))
+    rows = []
+    random_scores = RandomScorer(seed).score(Split(ev, None, s, w))
+    curves = {"random": metrics.routing_curve(random_scores, qs, qw, cs, cw),
+              "oracle": metrics.oracle_curve(qs, qw, cs, cw)}
+    for name, sc in scores.items():
+        curves[name] = metrics.routing_curve(_tie_break(sc, seed), qs, qw, cs, cw)
+    for name, curve in curves.items():
+        row = {"name": name, **metrics.summarize(curve, weak_q, strong_q, cost_range)}
+        row["curve"] = {"share": curve.share.tolist(), "quality": curve.quality.tolist(),
+                        "cost_usd": curve.cost.tolist()}
+        row["operating_points"] = [
+            {"share": float(curve.share[i]), "quality": float(curve.quality[i]),
+             "cost_per_1k_usd": 1000 * float(curve.cost[i]),
+             "pgr": metrics.pgr(float(curve.quality[i]), weak_q, strong_q)}
+            for i in range(len(curve.share)) if round(curve.share[i] * 10) in (2, 5, 8)
+        ]
+        rows.append({k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()})
+    return {
+        "dataset": sorted({str(d) for d in ev.dataset}),
+        "protocol": protocol.label(),
+        "n": len(ev),
+        "strong": strong_id,
+        "weak": weak_id,
+        "strong_quality": strong_q,
+        "weak_quality": weak_q,
+        "strong_cost_per_1k_usd": 1000 * cost_range[1],
+        "weak_cost_per_1k_usd": 1000 * cost_range[0],
+        "policies": rows,
+    }
+
+
+def best_learned(report: dict) -> dict | None:
+    learned = [p for p in report["policies"] if p["name"] not in ("random", "oracle")]
+    return max(learned, key=lambda p: p["apgr"]) if learned else None
+
+
+def markdown(report: dict) -> str:
+    """The report as a markdown table (shares as percentages)."""
+    lines = [
+        f"## {', '.join(report['dataset'])} ({report['protocol']}, n={report['n']})",
+        "",
+        f"strong `{report['strong']}` quality {report['strong_quality']:.3f}, "
+        f"weak `{report['weak']}` quality {report['weak_quality']:.3f}",
+        "",
+        "| policy | APGR | CPT(20%) | CPT(50%) | CPT(80%) | AIQ | quality @50% strong | $/1k @50% |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for p in sorted(report["policies"], key=lambda r: -r["apgr"]):
+        mid = next((o for o in p["operating_points"] if round(o["share"] * 10) == 5), None)
+        q50 = f"{mid['quality']:.3f}" if mid else "-"
+        c50 = f"{mid['cost_per_1k_usd']:.3f}" if mid else "-"
+        lines.append(
+            f"| {p['name']} | {p['apgr']:.3f} | {100 * p['cpt20']:.1f}% | {100 * p['cpt50']:.1f}% | "
+            f"{100 * p['cpt80']:.1f}% | {p['aiq']:.3f} | {q50} | {c50} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, out_prefix: str) -> list[str]:
+    """Two PNGs: quality vs strong-call share (with oracle, random, weak and strong lines), and
+    cost vs quality. Returns the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    title = f"{', '.join(report['dataset'])} ({report['protocol']})"
+    files = []
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for p in report["policies"]:
+        style = {"oracle": dict(linestyle=":", marker="x"), "random": dict(linestyle="--", marker=".")}
+        ax.plot(100 * np.array(p["curve"]["share"]), p["curve"]["quality"], label=p["name"],
+                **style.get(p["name"], dict(marker=".")))
+    ax.axhline(report["weak_quality"], color="grey", linestyle="--", label=f"weak {report['weak']}")
+    ax.axhline(report["strong_quality"], color="red", linestyle="--", label=f"strong {report['strong']}")
+    ax.set(xlabel="strong-model calls (%)", ylabel="quality", title=title)
+    ax.legend(fontsize=7)
+    files.append(f"{out_prefix}-quality.png")
+    fig.savefig(files[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for p in report["policies"]:
+        ax.plot(1000 * np.array(p["curve"]["cost_usd"]), p["curve"]["quality"], marker=".",
+                label=p["name"])
+    ax.set(xlabel="cost per 1k requests (USD)", ylabel="quality", title=title)
+    ax.legend(fontsize=7)
+    files.append(f"{out_prefix}-cost.png")
+    fig.savefig(files[-1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return files
