@@ -1,0 +1,95 @@
+"""Typed entry for one local (vLLM) model in cluster.yaml. No I/O here."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from policies.types import LatencyPrior
+
+_STRICT = ConfigDict(frozen=True, extra="forbid")
+
+
+class Autoscaling(BaseModel):
+    model_config = _STRICT
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas Serve keeps.")
+    max_replicas: int = Field(1, ge=1, description="Most replicas Serve starts.")
+    target_ongoing_requests: float = Field(8, gt=0, description="Requests per replica Serve aims at.")
+
+    @model_validator(mode="after")
+    def _order(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class CpuPlacement(BaseModel):
+    """Resources of a CPU engine. Ray counts logical CPUs; fractions let two engines share 2 cores."""
+
+    model_config = _STRICT
+
+    replica_cpus: float = Field(0.25, gt=0, description="num_cpus of the Serve replica actor.")
+    engine_cpus: float = Field(0.5, gt=0, description="CPU of the engine's placement bundle.")
+    omp_threads_bind: str = Field(
+        "auto",
+        description="VLLM_CPU_OMP_THREADS_BIND for this engine ('auto' = one core per engine, round robin;"
+        " e.g. '0-3' or '0|1' for explicit cores).",
+    )
+
+
+class LocalModelConfig(BaseModel):
+    """One vLLM model deployment (built on ray.serve.llm)."""
+
+    model_config = _STRICT
+
+    id: str = Field(..., pattern=r"^[A-Za-z0-9][\w.:-]*$", description="Target id clients pin with.")
+    source: str = Field(
+        ..., description="'package:<pkg>' (packaged GGUF), a local path, or a hub id 'org/name'."
+    )
+    accelerator: Literal["cpu", "gpu"] = Field("cpu", description="Where the engine runs.")
+    accelerator_type: str | None = Field(None, description="GPU type, e.g. 'A100', 'L4' (GPU only).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (GPU only).")
+    num_replicas: int | None = Field(1, ge=1, description="Fixed replica count (None with autoscaling).")
+    autoscaling: Autoscaling | None = Field(None, description="Autoscaling instead of num_replicas.")
+    max_ongoing_requests: int = Field(16, ge=1, description="Requests Serve sends one replica at once.")
+    context_window: int = Field(2048, ge=64, description="max_model_len of the engine.")
+    kv_cache_memory_bytes: int | None = Field(
+        256 * 2**20, ge=2**20, description="KV cache size; set on CPU so vLLM does not reserve most RAM."
+    )
+    cpu: CpuPlacement = Field(default_factory=CpuPlacement, description="CPU engine resources.")
+    input_price_per_mtok: float | None = Field(None, ge=0, description="USD per 1M input tokens.")
+    output_price_per_mtok: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
+    hourly_cost_usd: float | None = Field(
+        None, ge=0, description="Hardware cost per hour; with throughput_tok_s gives the price per token."
+    )
+    throughput_tok_s: float | None = Field(None, gt=0, description="Measured output tokens per second.")
+    quality_prior: float = Field(0.5, ge=0, le=1, description="P(acceptable) before any learned model.")
+    latency: LatencyPrior = Field(default_factory=LatencyPrior, description="Cold-start latency prior.")
+    tags: tuple[str, ...] = Field((), description="Free labels.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to vLLM unchanged (the only free-form mapping)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LocalModelConfig:
+        if self.autoscaling is not None and self.num_replicas not in (None, 1):
+            raise ValueError("give either num_replicas or autoscaling, not both")
+        if self.accelerator == "cpu" and (self.tensor_parallel_size != 1 or self.accelerator_type):
+            raise ValueError("tensor_parallel_size and accelerator_type apply to accelerator: gpu only")
+        priced = self.input_price_per_mtok is not None or self.output_price_per_mtok is not None
+        derived = self.hourly_cost_usd is not None or self.throughput_tok_s is not None
+        if priced and derived:
+            raise ValueError("give prices per 1M tokens or hourly_cost_usd + throughput_tok_s, not both")
+        if (self.hourly_cost_usd is None) != (self.throughput_tok_s is None):
+            raise ValueError("hourly_cost_usd and throughput_tok_s go together")
+        return self
+
+    def prices(self) -> tuple[float, float]:
+        """(input, output) USD per 1M tokens; derived from hardware cost over throughput if not set."""
+        if self.hourly_cost_usd is not None and self.throughput_tok_s is not None:
+            per_mtok = self.hourly_cost_usd / (self.throughput_tok_s * 3600) * 1e6
+            # Prefill is far cheaper than decode on the same hardware; charge input at a tenth.
+            return per_mtok / 10, per_mtok
+        return self.input_price_per_mtok or 0.0, self.output_price_per_mtok or 0.0
