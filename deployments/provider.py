@@ -1,0 +1,407 @@
+"""The proprietary-API target: any OpenAI-compatible provider behind timeouts, retries and a breaker.
+
+- `ProviderConfig`: one provider (the app config embeds a list of these, in fallback order).
+- `ProviderClient`: a `TargetClient` over an `httpx.AsyncClient` (transport injectable for tests).
+- `ProviderDeployment`: the Ray Serve deployment holding one client. It is built on first access
+  (module `__getattr__`) so importing this module never imports Ray; `ProviderReplica` is its plain
+  class body, callable without Ray.
+
+Retries happen only before anything was passed on to the caller; the per-request deadline
+(`timeouts.total_s`) bounds everything, backoff sleeps and Retry-After waits included. The API key
+lives only in the outgoing Authorization header: never in config, logs, reprs or error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from deployments.breaker import BreakerConfig, CircuitBreaker
+from deployments.provider_sse import END, Failure, sse_events
+from deployments.retry import RetryConfig, backoff_s, parse_retry_after
+from router.errors import (
+    BadGateway,
+    BadRequest,
+    NoHealthyTarget,
+    StreamInterrupted,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_PATHS = {"chat": "chat/completions", "completions": "completions"}
+_ROUTER_ONLY_KEYS = ("routing",)  # our own request extensions; providers reject unknown fields
+_SAFE_CODE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class TimeoutConfig(BaseModel):
+    """Time limits for one request to the provider."""
+
+    model_config = _FROZEN
+
+    connect_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout per attempt, seconds.")
+    read_s: float = Field(
+        30.0, gt=0, description="Longest wait for the next bytes (first token included), seconds."
+    )
+    total_s: float = Field(
+        120.0, gt=0, description="Per-request deadline over all attempts, waits and the whole stream."
+    )
+
+
+class ProviderConfig(BaseModel):
+    """One OpenAI-compatible provider model, reachable as target `id`."""
+
+    model_config = _FROZEN
+
+    id: str = Field(..., min_length=1, description="Target id clients and policies use for this model.")
+    base_url: str = Field(..., description="Provider API root, e.g. https://api.openai.com/v1.")
+    model: str = Field(..., min_length=1, description="The provider's own model name, sent upstream.")
+    api_key_env: str = Field(
+        ..., description="NAME of the environment variable holding the API key (never the key itself)."
+    )
+    input_price_per_mtok: float = Field(0.0, ge=0, description="USD per 1M input tokens.")
+    output_price_per_mtok: float = Field(0.0, ge=0, description="USD per 1M output tokens.")
+    context_window: int = Field(128_000, ge=16, description="Max prompt + output tokens the model takes.")
+    quality_prior: float = Field(
+        0.9, ge=0, le=1, description="P(answer acceptable) when no learned predictor covers the prompt."
+    )
+    timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig, description="Time limits.")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry and backoff settings.")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breaker settings.")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Extra headers sent on every request (not Authorization)."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return v.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError("api_key_env must be an environment variable NAME like OPENAI_API_KEY")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth_header(cls, v: dict[str, str]) -> dict[str, str]:
+        if any(k.lower() in ("authorization", "proxy-authorization") for k in v):
+            raise ValueError("put the key in the env var named by api_key_env, not in headers")
+        return v
+
+
+class ProviderClient:
+    """`TargetClient` for one provider. One instance per event loop (a Serve replica).
+
+    clock/wall_clock/sleep/rng are seams for tests (deadlines, HTTP-date Retry-After, backoff, jitter).
+    """
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        api_key: str | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.config = config
+        self._key = SecretStr(api_key) if api_key else None
+        self._clock, self._wall_clock, self._sleep = clock, wall_clock, sleep
+        self._rng = rng or random.Random()
+        self.breaker = CircuitBreaker(config.breaker, clock)
+        t = config.timeouts
+        self._http = httpx.AsyncClient(
+            base_url=config.base_url + "/",
+            transport=transport,
+            headers=config.headers,
+            timeout=httpx.Timeout(connect=t.connect_s, read=t.read_s, write=t.read_s, pool=t.connect_s),
+        )
+
+    def __repr__(self) -> str:
+        key = "***" if self._key else "unset"
+        return f"ProviderClient(id={self.config.id!r}, model={self.config.model!r}, api_key={key})"
+
+    __str__ = __repr__
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> ProviderClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- health -----------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self.breaker.state
+
+    @property
+    def healthy(self) -> bool:
+        return self._key is not None and self.breaker.healthy
+
+    def health(self) -> dict[str, Any]:
+        snap = self.breaker.snapshot()
+        reason = None
+        if self._key is None:
+            reason = f"API key env var {self.config.api_key_env} is not set"
+        elif snap["state"] == "open":
+            reason = f"circuit open after failures ({snap['last_failure']})"
+        return {"target": self.config.id, **snap, "healthy": self.healthy, "reason": reason}
+
+    # -- TargetClient -----------------------------------------------------------------------------
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        path, payload = self._path(endpoint), self._payload(body, stream=False)
+        deadline = self._clock() + self.config.timeouts.total_s
+        data = await self._with_retries(lambda: self._post_json(path, payload, deadline), deadline)
+        self.breaker.record_success()
+        data["model"] = self.config.id
+        return data
+
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        path, payload = self._path(endpoint), self._payload(body, stream=True)
+        deadline = self._clock() + self.config.timeouts.total_s
+        resp, events, chunk = await self._with_retries(
+            lambda: self._open_stream(path, payload, deadline), deadline
+        )
+        verdict: str | None = None  # "ok" | failure reason; None = caller went away
+        try:
+            while chunk is not END:
+                chunk["model"] = self.config.id
+                yield chunk
+                try:
+                    async with asyncio.timeout(self._remaining(deadline)):
+                        chunk = await anext(events, END)
+                except (TimeoutError, httpx.TimeoutException):
+                    verdict = "timeout mid-stream"
+                    raise StreamInterrupted(self._msg("stream timed out after output began")) from None
+                except (Failure, httpx.TransportError) as e:
+                    verdict = e.reason if isinstance(e, Failure) else f"connection lost ({type(e).__name__})"
+                    msg = self._msg(f"stream broke after output began: {verdict}")
+                    raise StreamInterrupted(msg) from None
+            verdict = "ok"
+        finally:
+            await events.aclose()
+            await resp.aclose()
+            if verdict == "ok":
+                self.breaker.record_success()
+            elif verdict is not None:
+                self.breaker.record_failure(verdict)
+            else:
+                self.breaker.release()
+
+    # -- attempts ---------------------------------------------------------------------------------
+    async def _with_retries(self, attempt_fn: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """Run attempts until one succeeds; the breaker permit of the successful one stays taken."""
+        if self._key is None:
+            raise NoHealthyTarget(self._msg(f"API key env var {self.config.api_key_env} is not set"))
+        retry = self.config.retry
+        last: Failure | None = None
+        for attempt in range(retry.max_retries + 1):
+            if not self.breaker.acquire():
+                if last is not None:
+                    raise self._error(last, attempt)
+                raise NoHealthyTarget(self._msg(f"circuit open; retry in {self.breaker.retry_in_s():.1f}s"))
+            try:
+                return await attempt_fn()
+            except Failure as f:
+                last = f
+                if f.health_failure:
+                    self.breaker.record_failure(f.reason)
+                else:
+                    self.breaker.record_success()  # the provider is up; it refused this request
+            except BaseException:
+                self.breaker.release()
+                raise
+            if not last.retryable or attempt == retry.max_retries:
+                raise self._error(last, attempt + 1)
+            if last.retry_after is not None:
+                delay = last.retry_after
+                if delay > retry.retry_after_max_s:
+                    raise self._error(last, attempt + 1)
+            else:
+                delay = backoff_s(attempt, retry, self._rng)
+            if delay >= deadline - self._clock():
+                raise self._error(last, attempt + 1, deadline_hit=True)
+            logger.warning(
+                "target %s: attempt %d failed (%s); retrying in %.2fs",
+                self.config.id, attempt + 1, last.reason, delay,
+            )
+            await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post_json(self, path: str, payload: dict[str, Any], deadline: float) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(self._remaining(deadline)):
+                resp = await self._http.post(path, json=payload, headers=self._auth())
+        except (TimeoutError, httpx.TimeoutException) as e:
+            raise Failure("timeout", f"timed out ({type(e).__name__})") from None
+        except httpx.TransportError as e:
+            raise Failure("network", f"connection failed ({type(e).__name__})") from None
+        self._check_status(resp)
+        try:
+            data = resp.json()
+        except ValueError:
+            raise Failure("protocol", "response body is not JSON") from None
+        if not isinstance(data, dict):
+            raise Failure("protocol", "response body is not a JSON object")
+        return data
+
+    async def _open_stream(self, path: str, payload: dict[str, Any], deadline: float) -> tuple[
+        httpx.Response, AsyncIterator[dict[str, Any]], Any
+    ]:
+        """Send the request and read up to the first chunk: everything here may still be retried."""
+        request = self._http.build_request("POST", path, json=payload, headers=self._auth())
+        resp: httpx.Response | None = None
+        events: AsyncIterator[dict[str, Any]] | None = None
+        try:
+            async with asyncio.timeout(self._remaining(deadline)):
+                resp = await self._http.send(request, stream=True)
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    self._check_status(resp)
+                events = sse_events(resp.aiter_lines())
+                first = await anext(events, END)
+            return resp, events, first
+        except BaseException as e:
+            if events is not None:
+                await events.aclose()  # type: ignore[attr-defined]
+            if resp is not None:
+                await resp.aclose()
+            if isinstance(e, (TimeoutError, httpx.TimeoutException)):
+                raise Failure("timeout", f"timed out before the first chunk ({type(e).__name__})") from None
+            if isinstance(e, httpx.TransportError):
+                raise Failure("network", f"connection failed ({type(e).__name__})") from None
+            raise
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _auth(self) -> dict[str, str]:
+        assert self._key is not None
+        return {"Authorization": f"Bearer {self._key.get_secret_value()}"}
+
+    def _remaining(self, deadline: float) -> float:
+        remaining = deadline - self._clock()
+        if remaining <= 0:
+            raise Failure("timeout", "request deadline passed")
+        return remaining
+
+    def _path(self, endpoint: str) -> str:
+        if endpoint not in _PATHS:
+            raise BadRequest(f"unknown endpoint {endpoint!r}; expected 'chat' or 'completions'")
+        return _PATHS[endpoint]
+
+    def _payload(self, body: dict[str, Any], *, stream: bool) -> dict[str, Any]:
+        payload = {k: v for k, v in body.items() if k not in _ROUTER_ONLY_KEYS}
+        payload["model"] = self.config.model
+        if stream:
+            payload["stream"] = True
+            payload["stream_options"] = {**(payload.get("stream_options") or {}), "include_usage": True}
+        else:
+            payload.pop("stream", None)
+            payload.pop("stream_options", None)
+        return payload
+
+    def _check_status(self, resp: httpx.Response) -> None:
+        status = resp.status_code
+        if status < 400:
+            return
+        if status == 429:
+            after = parse_retry_after(resp.headers.get("retry-after"), self._wall_clock)
+            raise Failure("rate_limited", "HTTP 429", status=429, retry_after=after)
+        if status >= 500:
+            after = parse_retry_after(resp.headers.get("retry-after"), self._wall_clock)
+            raise Failure("server", f"HTTP {status}", status=status, retry_after=after)
+        raise Failure("rejected", f"HTTP {status}", status=status, detail=self._provider_code(resp))
+
+    def _provider_code(self, resp: httpx.Response) -> str | None:
+        """The provider's short error code (e.g. context_length_exceeded), never its free text."""
+        try:
+            err = resp.json().get("error") or {}
+            code = err.get("code") or err.get("type")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(code, str) or not _SAFE_CODE.match(code):
+            return None
+        if self._key and self._key.get_secret_value() in code:
+            return None
+        return code
+
+    def _msg(self, text: str) -> str:
+        return f"target {self.config.id}: {text}"
+
+    def _error(self, f: Failure, attempts: int, *, deadline_hit: bool = False) -> UpstreamError:
+        tail = f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+        if deadline_hit:
+            tail += " (no time left before the request deadline)"
+        if f.kind == "timeout":
+            return UpstreamTimeout(self._msg(f"provider {f.reason}{tail}"))
+        if f.kind == "rate_limited":
+            headers = {}
+            if f.retry_after is not None:
+                headers["Retry-After"] = str(max(1, math.ceil(f.retry_after)))
+            wait = f"; Retry-After {f.retry_after:.0f}s" if f.retry_after is not None else ""
+            msg = self._msg(f"provider rate-limited us (429){wait}{tail}")
+            return UpstreamRateLimited(msg, headers=headers)
+        if f.kind == "rejected":
+            code = f" ({f.detail})" if f.detail else ""
+            return UpstreamRejected(self._msg(f"provider rejected the request with HTTP {f.status}{code}"))
+        return BadGateway(self._msg(f"provider failed: {f.reason}{tail}"))
+
+
+class ProviderReplica:
+    """Body of `ProviderDeployment` (plain Python). Only dicts cross the handle, in and out."""
+
+    def __init__(
+        self, config: ProviderConfig | dict[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
+    ):
+        cfg = config if isinstance(config, ProviderConfig) else ProviderConfig.model_validate(config)
+        key = os.environ.get(cfg.api_key_env) or None
+        if key is None:
+            logger.warning("target %s: env var %s is not set; reporting unhealthy", cfg.id, cfg.api_key_env)
+        self._client = ProviderClient(cfg, key, transport=transport)
+
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._client.complete(endpoint, body)
+
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for chunk in self._client.stream(endpoint, body):
+            yield chunk
+
+    def health(self) -> dict[str, Any]:
+        return self._client.health()
+
+    def __repr__(self) -> str:
+        return f"ProviderReplica({self._client!r})"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ProviderDeployment":
+        from ray import serve
+
+        # IO-bound proxy: many requests in flight per replica is fine.
+        deployment = serve.deployment(name="ProviderDeployment", max_ongoing_requests=128)(ProviderReplica)
+        globals()["ProviderDeployment"] = deployment
+        return deployment
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
