@@ -1,0 +1,158 @@
+"""The OpenAI-compatible HTTP surface: thin handlers and the one place errors become HTTP responses.
+
+`make_app(service_getter)` takes a callable rather than a service so that a Ray Serve ingress can
+build its `RouterService` in the replica's `__init__` (after the app object exists) and the handlers
+look it up per request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from router.errors import BadRequest, InternalError, NotFound, PayloadTooLarge, RouterError
+from router.limits import LimitsConfig
+
+logger = logging.getLogger(__name__)
+
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class Service(Protocol):
+    """What the handlers need of `router.service.RouterService`."""
+
+    limits: LimitsConfig
+
+    async def chat(self, body: dict[str, Any], headers: Any, endpoint: Any = "chat") -> Any: ...
+
+    async def chat_stream(self, body: dict[str, Any], headers: Any, endpoint: Any = "chat") -> Any: ...
+
+    def models(self, headers: Any) -> dict[str, Any]: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+
+def error_response(e: BaseException) -> JSONResponse:
+    """Map any exception to an OpenAI-style error response (the single translation point)."""
+    if not isinstance(e, RouterError):
+        # Only the class and where it happened: messages can echo request content.
+        logger.error(
+            "unhandled %s at %s", type(e).__name__, "".join(traceback.format_tb(e.__traceback__)[-3:])
+        )
+        e = InternalError("internal error")
+    # Errors re-raised by Ray are subclasses of the cause's class: read attributes defensively.
+    status = int(getattr(e, "status", 500))
+    message = getattr(e, "message", None) or "upstream error"
+    body = {"error": {"message": message, "type": e.type, "code": e.code}}
+    headers = {"x-router-target": "none", "x-router-reason": e.code, **getattr(e, "headers", {})}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            too_big = int(declared) > limit
+        except ValueError:
+            raise BadRequest("invalid Content-Length header") from None
+        if too_big:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    buf = bytearray()
+    async for part in request.stream():
+        buf += part
+        if len(buf) > limit:  # chunked bodies carry no Content-Length
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    try:
+        body = json.loads(buf)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        pos = f" at position {e.pos}" if isinstance(e, json.JSONDecodeError) else ""
+        raise BadRequest(f"malformed JSON{pos}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("request body must be a JSON object")
+    return body
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    except Exception as e:  # the service turns upstream failures into error chunks; this is a bug path
+        logger.error("stream failed: %s", type(e).__name__)
+        yield b"data: " + json.dumps(InternalError("internal error").body()).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def _guard(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Every failure of a handler goes through error_response (not Starlette's 500 page)."""
+
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as e:
+            return error_response(e)
+
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router") -> FastAPI:
+    """The FastAPI app; `service_getter()` is called per request (cheap: return a stored object)."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None)
+
+    async def completion(request: Request, endpoint: str) -> Response:
+        service = service_getter()
+        body = await _read_body(request, service.limits.max_body_bytes)
+        if body.get("stream") is True:
+            chunks, headers = await service.chat_stream(body, request.headers, endpoint)
+            return StreamingResponse(
+                _sse(chunks), media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
+            )
+        resp, headers = await service.chat(body, request.headers, endpoint)
+        return JSONResponse(resp, headers=headers)
+
+    @_guard
+    async def chat_completions(request: Request) -> Response:
+        return await completion(request, "chat")
+
+    @_guard
+    async def completions(request: Request) -> Response:
+        return await completion(request, "completions")
+
+    @_guard
+    async def list_models(request: Request) -> Response:
+        return JSONResponse(service_getter().models(request.headers))
+
+    @_guard
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(service_getter().health())
+
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
+    app.add_api_route("/v1/completions", completions, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+
+    @app.exception_handler(RouterError)
+    async def _router_error(_: Request, e: RouterError) -> JSONResponse:
+        return error_response(e)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        return error_response(BadRequest("invalid request"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            return error_response(NotFound("no such route", code="not_found"))
+        err = RouterError(str(e.detail), code="http_error")
+        err.status, err.type = e.status_code, "invalid_request_error"
+        return error_response(err)
+
+    return app
