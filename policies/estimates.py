@@ -1,0 +1,92 @@
+"""Shared steps of every policy: which targets may take a request, and what each would deliver."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from policies.base import RoutingView
+from policies.types import Constraints, Estimate, RouteRequest, Target
+
+# Names used in Estimate.why_not and in reasons: the Constraints field that fails.
+MIN_QUALITY = "min_quality"
+MAX_LATENCY = "max_latency_ms"
+MAX_COST = "max_cost_usd"
+
+
+def eligible(request: RouteRequest, view: RoutingView) -> tuple[list[Target], list[str]]:
+    """Targets that may take the request at all, in config order, and why the others may not.
+
+    Eligible = allowed by the caller, healthy, prompt + output fit the context window, and (for api
+    targets) fallback allowed. The second list holds short reasons for healthy-looking exclusions
+    ('unhealthy', 'context_window', 'no-fallback') so a rejection can say what happened.
+    """
+    c = request.constraints
+    allowed = set(c.allowed_targets) if c.allowed_targets is not None else None
+    need = request.prompt_tokens + request.output_tokens
+    out: list[Target] = []
+    excluded: list[str] = []
+    for t in view.targets:
+        if allowed is not None and t.id not in allowed:
+            continue
+        if t.kind == "api" and not c.allow_fallback:
+            excluded.append("no-fallback")
+        elif not view.healthy(t.id):
+            excluded.append("unhealthy")
+        elif t.context_window < need:
+            excluded.append("context_window")
+        else:
+            out.append(t)
+    return out, excluded
+
+
+def why_not(c: Constraints, quality: float, latency_ms: float, cost_usd: float) -> str | None:
+    """First constraint a prediction breaks (quality, then latency, then cost), or None."""
+    if c.min_quality is not None and quality < c.min_quality:
+        return MIN_QUALITY
+    if c.max_latency_ms is not None and latency_ms > c.max_latency_ms:
+        return MAX_LATENCY
+    if c.max_cost_usd is not None and cost_usd > c.max_cost_usd:
+        return MAX_COST
+    return None
+
+
+def estimate(request: RouteRequest, view: RoutingView, targets: Sequence[Target]) -> list[Estimate]:
+    """One Estimate per target (same order): predicted quality, TTFT, e2e, cost, and fit."""
+    if not targets:
+        return []
+    c = request.constraints
+    quality = view.quality.predict(request.prompt, targets)
+    lat = view.latency
+    p_tok, o_tok = request.prompt_tokens, request.output_tokens
+    use_ttft = c.latency_metric == "ttft"
+    out = []
+    for t in targets:
+        q = quality.get(t.id, t.quality_prior)
+        ttft, e2e = lat.predict(t, p_tok, o_tok)
+        cost = t.expected_cost_usd(p_tok, o_tok)
+        bad = why_not(c, q, ttft if use_ttft else e2e, cost)
+        # model_construct: every value is computed here, and validation would cost ~3 µs per target.
+        out.append(
+            Estimate.model_construct(
+                target=t.id, quality=q, ttft_ms=ttft, e2e_ms=e2e, cost_usd=cost, fits=bad is None, why_not=bad
+            )
+        )
+    return out
+
+
+def latency_of(e: Estimate, c: Constraints) -> float:
+    """The latency the request's constraint is about."""
+    return e.ttft_ms if c.latency_metric == "ttft" else e.e2e_ms
+
+
+def violation(e: Estimate, c: Constraints) -> float:
+    """How far an estimate misses the constraints, as a sum of relative shortfalls (0 = fits)."""
+    v = 0.0
+    if c.min_quality is not None and e.quality < c.min_quality:
+        v += (c.min_quality - e.quality) / max(c.min_quality, 1e-9)
+    lat = latency_of(e, c)
+    if c.max_latency_ms is not None and lat > c.max_latency_ms:
+        v += (lat - c.max_latency_ms) / c.max_latency_ms
+    if c.max_cost_usd is not None and e.cost_usd > c.max_cost_usd:
+        v += (e.cost_usd - c.max_cost_usd) / max(c.max_cost_usd, 1e-12)
+    return v

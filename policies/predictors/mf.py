@@ -1,0 +1,73 @@
+"""Matrix factorisation over (prompt, target), after RouteLLM's MF router (arXiv 2406.18665).
+
+RouteLLM scores s(t, q) = w2 . (v_t * (W1 e_q)): a learned projection of the prompt embedding meets a
+learned vector per model. With per-target acceptability labels (not pairwise wins) this is
+P(acceptable | q, t) = sigmoid(v_t . (P e_q) + b_t) with P of rank `dim` shared by all targets: targets
+with few labels borrow the prompt structure learned from the others, which per-target logistic cannot.
+Trained with full-batch Adam on masked BCE + L2, seeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from policies.predictors._common import EmbeddingPredictor, adam, masked_bce_grad, sigmoid
+
+
+class MFPredictor(EmbeddingPredictor):
+    kind = "mf"
+
+    def __init__(
+        self,
+        dim: int = 32,
+        l2: float = 1e-3,
+        steps: int = 400,
+        lr: float = 0.02,
+        seed: int = 0,
+        embedder: Any = None,
+    ) -> None:
+        super().__init__(embedder)
+        self.dim, self.l2, self.steps, self.lr, self.seed = dim, l2, steps, lr, seed
+        self.params: dict[str, np.ndarray] = {}
+
+    def _fit(self, E: np.ndarray, Y: np.ndarray) -> None:
+        rng = np.random.default_rng(self.seed)
+        E = E.astype(np.float64)
+        d, T = E.shape[1], Y.shape[1]
+        mask = ~np.isnan(Y)
+        base = np.clip(np.nan_to_num(np.nanmean(Y, axis=0), nan=0.5), 1e-3, 1 - 1e-3)
+        p = {
+            "P": rng.normal(0, 1.0 / np.sqrt(d), (self.dim, d)),
+            "V": rng.normal(0, 0.1, (T, self.dim)),
+            "b": np.log(base / (1 - base)),
+        }
+        l2 = self.l2
+
+        def grad(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            H = E @ p["P"].T  # (n, dim)
+            dZ = masked_bce_grad(sigmoid(H @ p["V"].T + p["b"]), Y, mask)  # (n, T)
+            dH = dZ @ p["V"]
+            return {"P": dH.T @ E + l2 * p["P"], "V": dZ.T @ H + l2 * p["V"], "b": dZ.sum(0)}
+
+        adam(p, grad, self.steps, self.lr)
+        self.params = {k: v.astype(np.float32) for k, v in p.items()}
+
+    def predict_embeddings(self, E: np.ndarray) -> dict[str, np.ndarray]:
+        p = self.params
+        H = np.asarray(E, dtype=np.float32) @ p["P"].T
+        P = sigmoid((H @ p["V"].T + p["b"]).astype(np.float64))
+        return {t: P[:, j] for j, t in enumerate(self.targets)}
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return self.params
+
+    def _params(self) -> dict[str, Any]:
+        return {"dim": self.dim, "l2": self.l2, "steps": self.steps, "lr": self.lr, "seed": self.seed}
+
+    def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
+        self.dim, self.l2 = int(params["dim"]), float(params["l2"])
+        self.steps, self.lr, self.seed = int(params["steps"]), float(params["lr"]), int(params["seed"])
+        self.params = dict(arrays)
