@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from policies.types import Constraints, RouteRequest
 from router.errors import BadRequest
@@ -43,7 +43,7 @@ class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(..., min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     max_tokens: int | None = Field(None, ge=1)
     routing: Routing | None = None
 

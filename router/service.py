@@ -63,6 +63,16 @@ class _Plan:
     t0: float = field(default_factory=time.perf_counter)
 
 
+@dataclass
+class _Call:
+    """One upstream call: its target, span, estimator ticket and start time."""
+
+    tid: str
+    span: Span
+    ticket: Any
+    t0: float = field(default_factory=time.perf_counter)
+
+
 def _retryable(e: BaseException) -> bool:
     # Class attribute on purpose: Ray re-raises handle errors as a subclass of the cause's class.
     return not isinstance(e, RouterError) or (isinstance(e, UpstreamError) and e.retryable)
@@ -135,22 +145,20 @@ class RouterService:
             for i, tid in enumerate(plan.attempts):
                 if i and not self._next_ok(plan, tid, last):
                     continue
-                cspan = self.telemetry.client(span, plan.endpoint, tid, i)
-                self.view.started(tid)
-                t0 = time.perf_counter()
+                call = self._start(plan, tid, i)
                 agen = None
                 try:
                     agen = self.clients[tid].stream(plan.endpoint, {**plan.body, "model": tid})
                     first = await asyncio.wait_for(agen.__anext__(), self.limits.request_timeout_s)
                 except BaseException as e:
                     await _aclose(agen)
-                    last = self._upstream_failed(tid, e, cspan)
+                    last = self._upstream_failed(call, e)
                     continue
                 reason = plan.reason + ("+failover" if i else "")
                 estimate = self._by_id[tid].expected_cost_usd(
                     plan.route.prompt_tokens, plan.route.output_tokens
                 )
-                stream = self._relay(plan, tid, reason, agen, first, t0, cspan)
+                stream = self._relay(plan, call, reason, agen, first)
                 return stream, _headers(tid, reason, estimate)
             raise last or NoHealthyTarget("no healthy target left to try")
         except BaseException as e:
@@ -255,7 +263,9 @@ class RouterService:
                 continue
             try:
                 resp, cost = await self._call(plan, tid, i)
-            except UpstreamError as e:  # only retryable ones get here (_upstream_failed)
+            except UpstreamError as e:
+                if not e.retryable:
+                    raise
                 last = e
                 continue
             spent += cost
@@ -273,29 +283,27 @@ class RouterService:
         raise last or NoHealthyTarget("no healthy target left to try")
 
     async def _call(self, plan: _Plan, tid: str, attempt: int) -> tuple[dict[str, Any], float]:
-        cspan = self.telemetry.client(plan.span, plan.endpoint, tid, attempt)
         body = {**plan.body, "model": tid}
         if self._accept is not None and plan.auto and "logprobs" not in body:
             body["logprobs"] = True if plan.endpoint == "chat" else 1
-        self.view.started(tid)
-        t0 = time.perf_counter()
+        call = self._start(plan, tid, attempt)
         try:
             resp = await asyncio.wait_for(
                 self.clients[tid].complete(plan.endpoint, body), self.limits.request_timeout_s
             )
         except BaseException as e:
-            raise self._upstream_failed(tid, e, cspan) from None
-        e2e_ms = (time.perf_counter() - t0) * 1000
-        self.view.finished(tid)
+            raise self._upstream_failed(call, e) from None
+        e2e_ms = (time.perf_counter() - call.t0) * 1000
         target = self._by_id[tid]
         usage = usage_of(resp, plan.route.prompt_tokens, plan.endpoint)
         resp["model"] = tid
         ttft, tpot = split_latency(target, e2e_ms, usage["completion_tokens"])
-        self.view.observe(tid, ttft, tpot, usage["completion_tokens"])
+        self.view.observe(tid, ttft, tpot, usage["completion_tokens"], call.ticket)
+        self.view.finished(tid, call.ticket)
         self.metrics.e2e(tid, e2e_ms)
         cost = target.expected_cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
-        _usage_attrs(cspan, tid, usage)
-        cspan.end()
+        _usage_attrs(call.span, tid, usage)
+        call.span.end()
         return resp, cost
 
     def _escalate(self, plan: _Plan, resp: dict[str, Any], i: int) -> bool:
@@ -309,9 +317,10 @@ class RouterService:
 
     # -- streaming ----------------------------------------------------------------------------------
     async def _relay(
-        self, plan: _Plan, tid: str, reason: str, agen: AsyncIterator[dict[str, Any]],
-        first: dict[str, Any], t0: float, cspan: Span,
+        self, plan: _Plan, call: _Call, reason: str, agen: AsyncIterator[dict[str, Any]],
+        first: dict[str, Any],
     ) -> AsyncIterator[dict[str, Any]]:
+        tid = call.tid
         ttft_ms: float | None = None
         usage: dict[str, Any] | None = None
         pieces = 0
@@ -325,7 +334,7 @@ class RouterService:
                 if content_of(chunk):
                     pieces += 1
                     if ttft_ms is None:
-                        ttft_ms = (time.perf_counter() - t0) * 1000
+                        ttft_ms = (time.perf_counter() - call.t0) * 1000
                 yield chunk
                 try:
                     chunk = await asyncio.wait_for(agen.__anext__(), self.limits.request_timeout_s)
@@ -340,14 +349,14 @@ class RouterService:
             yield err.body()
         finally:
             await _aclose(agen)
-            self._end_stream(plan, tid, reason, t0, ttft_ms, usage, pieces, failed, cspan)
+            self._end_stream(plan, call, reason, ttft_ms, usage, pieces, failed)
 
     def _end_stream(
-        self, plan: _Plan, tid: str, reason: str, t0: float, ttft_ms: float | None,
-        usage: dict[str, Any] | None, pieces: int, failed: BaseException | None, cspan: Span,
+        self, plan: _Plan, call: _Call, reason: str, ttft_ms: float | None,
+        usage: dict[str, Any] | None, pieces: int, failed: BaseException | None,
     ) -> None:
-        e2e_ms = (time.perf_counter() - t0) * 1000
-        self.view.finished(tid)
+        tid, cspan = call.tid, call.span
+        e2e_ms = (time.perf_counter() - call.t0) * 1000
         target = self._by_id[tid]
         prompt_tokens = int((usage or {}).get("prompt_tokens") or plan.route.prompt_tokens)
         out = int((usage or {}).get("completion_tokens") or pieces)
@@ -361,10 +370,11 @@ class RouterService:
             self.metrics.request(tid, plan.endpoint, "stream_error")
         else:
             ttft = ttft_ms if ttft_ms is not None else e2e_ms
-            self.view.observe(tid, ttft, (e2e_ms - ttft) / max(out - 1, 1), out)
+            self.view.observe(tid, ttft, (e2e_ms - ttft) / max(out - 1, 1), out, call.ticket)
             self.metrics.ttft(tid, ttft)
             self.metrics.e2e(tid, e2e_ms)
             self.metrics.request(tid, plan.endpoint, "ok")
+        self.view.finished(tid, call.ticket)
         self._account(plan, tid, cost)
         self._finish_span(plan.span, tid, reason, cost, u, plan)
         cspan.end()
@@ -386,12 +396,16 @@ class RouterService:
         self.metrics.fallback(prev, tid, "escalate" if escalating else "error")
         return True
 
-    def _upstream_failed(self, tid: str, e: BaseException, cspan: Span | None) -> BaseException:
+    def _start(self, plan: _Plan, tid: str, attempt: int) -> _Call:
+        span = self.telemetry.client(plan.span, plan.endpoint, tid, attempt)
+        return _Call(tid, span, self.view.started(tid))
+
+    def _upstream_failed(self, call: _Call, e: BaseException) -> BaseException:
         """Book-keeping for a failed call; returns the error to raise or remember. Re-raises cancellation."""
-        self.view.finished(tid)
+        tid, cspan = call.tid, call.span
         if isinstance(e, asyncio.CancelledError):
-            if cspan is not None:
-                cspan.end()
+            self.view.finished(tid, call.ticket)
+            cspan.end()
             raise e
         if isinstance(e, asyncio.TimeoutError):
             e = UpstreamTimeout(f"target '{tid}' did not answer within {self.limits.request_timeout_s:g}s")
@@ -401,10 +415,10 @@ class RouterService:
             e = BadGateway(f"target '{tid}' failed ({type(e).__name__})")
         if _retryable(e):
             self.view.error(tid)
+        self.view.finished(tid, call.ticket)
         logger.warning("call to %s failed: %s", tid, getattr(e, "code", type(e).__name__))
-        if cspan is not None:
-            record_error(cspan, e)
-            cspan.end()
+        record_error(cspan, e)
+        cspan.end()
         if not _retryable(e):
             raise e
         return e

@@ -9,6 +9,7 @@ Health has two sources, both cheap to read at decision time:
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -52,6 +53,12 @@ class LiveView:
         self._finished = getattr(latency, "finished", _noop)
         self._observe = getattr(latency, "observe", _noop)
         self._error = getattr(latency, "error", _noop)
+        # LatencyEstimator hands out a ticket per request (did it find a free slot?); older or static
+        # views take none.
+        try:
+            self._tickets = "ticket" in inspect.signature(self._observe).parameters
+        except (TypeError, ValueError):
+            self._tickets = False
 
     # -- RoutingView ---------------------------------------------------------------------------------
     @property
@@ -98,16 +105,26 @@ class LiveView:
             self._pushed[target_id] = healthy
 
     # -- feedback from the router --------------------------------------------------------------------
-    def started(self, target_id: str) -> None:
-        self._started(target_id)
+    def started(self, target_id: str) -> Any:
+        """A call was sent; returns the ticket to hand to `observe` and `finished`."""
+        return self._started(target_id)
 
-    def finished(self, target_id: str) -> None:
-        self._finished(target_id)
+    def finished(self, target_id: str, ticket: Any = None) -> None:
+        """The call left the target, successfully or not (after `observe`/`error`)."""
+        if self._tickets:
+            self._finished(target_id, ticket)
+        else:
+            self._finished(target_id)
 
-    def observe(self, target_id: str, ttft_ms: float, tpot_ms: float, output_tokens: int) -> None:
+    def observe(
+        self, target_id: str, ttft_ms: float, tpot_ms: float, output_tokens: int, ticket: Any = None
+    ) -> None:
         """A call succeeded: record its latency and reset the failure count."""
         self._consecutive[target_id] = 0
-        self._observe(target_id, ttft_ms, tpot_ms, output_tokens)
+        if self._tickets:
+            self._observe(target_id, ttft_ms, tpot_ms, output_tokens, ticket=ticket)
+        else:
+            self._observe(target_id, ttft_ms, tpot_ms, output_tokens)
 
     def error(self, target_id: str) -> None:
         """A call failed on the target's side (not for requests the target rightly refused)."""
