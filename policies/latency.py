@@ -121,11 +121,16 @@ class DecayedSketch:
 
 
 class _TargetState:
-    __slots__ = ("in_flight", "replicas", "slots_per_replica", "prefill", "tpot", "decode", "errors",
-                 "requests", "prior")
+    __slots__ = (
+        "in_flight", "queued_share", "replicas", "slots_per_replica", "prefill", "tpot", "decode",
+        "errors", "requests", "prior",
+    )
 
     def __init__(self, target: Target, cfg: LatencyConfig) -> None:
         self.in_flight = 0
+        # Expected number of in-flight requests that had to queue (fractional: without tickets we
+        # cannot tell which ones, only how many).
+        self.queued_share = 0.0
         self.replicas = target.replicas
         self.slots_per_replica = target.latency.max_concurrency
         self.prior = target.latency
@@ -174,7 +179,10 @@ class LatencyEstimator:
         """A request was sent to the target (running or queued there). Returns a ticket for `observe`."""
         st = self._get(target_id)
         self._ticket += 1
-        self._tickets[self._ticket] = st.in_flight < st.slots
+        free = st.in_flight < st.slots
+        self._tickets[self._ticket] = free
+        if not free:
+            st.queued_share += 1.0
         if len(self._tickets) > _MAX_TICKETS:  # callers that never hand tickets back must not leak
             del self._tickets[next(iter(self._tickets))]
         st.in_flight += 1
@@ -183,6 +191,8 @@ class LatencyEstimator:
     def finished(self, target_id: str, ticket: int | None = None) -> None:
         """A request left the target, successfully or not."""
         st = self._get(target_id)
+        if st.in_flight:
+            st.queued_share -= st.queued_share / st.in_flight
         st.in_flight = max(0, st.in_flight - 1)
         if ticket is not None:
             self._tickets.pop(ticket, None)
@@ -219,10 +229,11 @@ class LatencyEstimator:
         admitted = self._tickets.pop(ticket, None) if ticket is not None else None
         if queue_ms is not None:
             st.prefill.add(ttft_ms - queue_ms)
-        elif admitted or (admitted is None and st.in_flight <= st.slots):
+        elif admitted or (admitted is None and st.queued_share < 0.02 * st.in_flight):
             # Found a free slot, so its TTFT is all prefill. A queued request's wait cannot be told
             # apart from its prefill (subtracting the expected wait, or trusting "no queue now",
             # made the prefill p90 6-7x too wide in simulation), so it teaches prefill nothing.
+            # Without a ticket, learn only while (almost) no in-flight request had to queue.
             st.prefill.add(ttft_ms)
         st.requests = st.requests * self._err_decay + 1.0
         st.errors *= self._err_decay

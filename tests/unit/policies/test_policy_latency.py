@@ -2,8 +2,9 @@
 
 The simulated target has replicas x max_concurrency slots; each request holds a slot for a random
 prefill (lognormal) plus output_tokens x a random per-request TPOT (lognormal). The estimator sees
-only what the router would see (started / observe / finished, no queue time) and predicts p90 TTFT and
-e2e for every arrival before it is admitted. The p90 must cover 85-95% of the true latencies.
+only what the router would see (started / observe / finished, with or without the ticket, never the
+queue time) and predicts p90 TTFT and e2e for every arrival before it is admitted. The p90 must cover
+85-95% of the true latencies.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TARGET = Target(
 SLOTS = 8
 
 
-def _simulate(rate_per_s: float, n: int, seed: int, warmup: int = 400):
+def _simulate(rate_per_s: float, n: int, seed: int, warmup: int = 400, tickets: bool = True):
     rng = random.Random(seed)
     est = LatencyEstimator([TARGET], LatencyConfig(quantile=0.9))
     events: list[tuple[float, int, str, int]] = []  # (time_ms, seq, kind, request)
@@ -56,7 +57,8 @@ def _simulate(rate_per_s: float, n: int, seed: int, warmup: int = 400):
         r = reqs[i]
         if kind == "arrive":
             r["pred"] = est.predict(TARGET, 50, r["out"])
-            r["ticket"] = est.started("m")
+            ticket = est.started("m")
+            r["ticket"] = ticket if tickets else None
             if busy < SLOTS:
                 busy += 1
                 start(i, now)
@@ -78,13 +80,15 @@ def _simulate(rate_per_s: float, n: int, seed: int, warmup: int = 400):
 
 
 # Mean service ~ 100 + 109 * 21 ms ~ 2.4 s per request, 8 slots: capacity ~ 3.3 req/s.
+# The router may or may not hand back the ticket from started(); both paths must be calibrated.
+@pytest.mark.parametrize("tickets", [True, False], ids=["tickets", "no-tickets"])
 @pytest.mark.parametrize(
     ("rate", "min_wait_ms"),
     [(1.0, 0.0), (3.2, 500.0)],  # light (~30% busy) and saturated (~97%: long queues)
     ids=["light", "saturated"],
 )
-def test_p90_covers_85_to_95_percent(rate: float, min_wait_ms: float) -> None:
-    ttft_cov, e2e_cov, mean_wait = _simulate(rate, 4000, seed=7)
+def test_p90_covers_85_to_95_percent(rate: float, min_wait_ms: float, tickets: bool) -> None:
+    ttft_cov, e2e_cov, mean_wait = _simulate(rate, 4000, seed=7, tickets=tickets)
     assert mean_wait >= min_wait_ms  # the saturated case really queues
     assert 0.85 <= ttft_cov <= 0.95, ttft_cov
     assert 0.85 <= e2e_cov <= 0.95, e2e_cov
@@ -116,8 +120,9 @@ def test_sketch_quantile_and_decay() -> None:
     s = DecayedSketch(half_life=50, q=0.9)
     for i in range(1, 1001):
         s.add(float(i))
-    # Recent values dominate: the last ~100 observations carry most of the weight.
-    assert 900 < s.quantile() < 1001
+    # Recent values dominate: with half-life 50 the newest ~8 values hold 10% of the weight, so the
+    # decayed p90 is ~993 (4% bucket resolution); without decay it would be 900.
+    assert 970 < s.quantile() < 1000 * 1.04
     s2 = DecayedSketch(half_life=1e9, q=0.5)
     for i in range(1, 1001):
         s2.add(float(i))
