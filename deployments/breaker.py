@@ -24,20 +24,22 @@ class BreakerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     failure_threshold: int = Field(
-        5, ge=1, description="Consecutive failed attempts that open the breaker."
+        default=5, ge=1, description="Consecutive failed attempts that open the breaker."
     )
-    window_s: float = Field(60.0, gt=0, description="Sliding window for the failure-rate rule, seconds.")
+    window_s: float = Field(
+        default=60.0, gt=0, description="Sliding window for the failure-rate rule, seconds."
+    )
     failure_rate: float = Field(
-        0.5, gt=0, le=1, description="Failure share within the window that opens the breaker."
+        default=0.5, gt=0, le=1, description="Failure share within the window that opens the breaker."
     )
     min_calls: int = Field(
-        10, ge=1, description="Attempts needed in the window before the failure-rate rule applies."
+        default=10, ge=1, description="Attempts needed in the window before the failure-rate rule applies."
     )
     open_s: float = Field(
-        30.0, gt=0, description="Cool-down while open before one probe is let through (half-open)."
+        default=30.0, gt=0, description="Cool-down while open before one probe is let through (half-open)."
     )
     half_open_probes: int = Field(
-        1, ge=1, description="Concurrent probe calls allowed while half-open."
+        default=1, ge=1, description="Concurrent probe calls allowed while half-open."
     )
 
 

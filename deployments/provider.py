@@ -14,13 +14,14 @@ lives only in the outgoing Authorization header: never in config, logs, reprs or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from deployments.breaker import BreakerConfig, CircuitBreaker
 from deployments.provider_sse import END, Failure, sse_events
 from deployments.retry import RetryConfig, backoff_s, parse_retry_after
+from policies.types import Target
 from router.errors import (
     BadGateway,
     BadRequest,
@@ -53,12 +55,12 @@ class TimeoutConfig(BaseModel):
 
     model_config = _FROZEN
 
-    connect_s: float = Field(5.0, gt=0, description="TCP/TLS connect timeout per attempt, seconds.")
+    connect_s: float = Field(default=5.0, gt=0, description="TCP/TLS connect timeout per attempt, seconds.")
     read_s: float = Field(
-        30.0, gt=0, description="Longest wait for the next bytes (first token included), seconds."
+        default=30.0, gt=0, description="Longest wait for the next bytes (first token included), seconds."
     )
     total_s: float = Field(
-        120.0, gt=0, description="Per-request deadline over all attempts, waits and the whole stream."
+        default=120.0, gt=0, description="Per-request deadline over all attempts, waits and the whole stream."
     )
 
 
@@ -73,11 +75,16 @@ class ProviderConfig(BaseModel):
     api_key_env: str = Field(
         ..., description="NAME of the environment variable holding the API key (never the key itself)."
     )
-    input_price_per_mtok: float = Field(0.0, ge=0, description="USD per 1M input tokens.")
-    output_price_per_mtok: float = Field(0.0, ge=0, description="USD per 1M output tokens.")
-    context_window: int = Field(128_000, ge=16, description="Max prompt + output tokens the model takes.")
+    input_price_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M input tokens.")
+    output_price_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output tokens.")
+    context_window: int = Field(
+        default=128_000, ge=16, description="Max prompt + output tokens the model takes."
+    )
     quality_prior: float = Field(
-        0.9, ge=0, le=1, description="P(answer acceptable) when no learned predictor covers the prompt."
+        default=0.9,
+        ge=0,
+        le=1,
+        description="P(answer acceptable) when no learned predictor covers the prompt.",
     )
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig, description="Time limits.")
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry and backoff settings.")
@@ -106,6 +113,18 @@ class ProviderConfig(BaseModel):
         if any(k.lower() in ("authorization", "proxy-authorization") for k in v):
             raise ValueError("put the key in the env var named by api_key_env, not in headers")
         return v
+
+
+    def target(self) -> Target:
+        """The policy-side view of this provider (kind="api")."""
+        return Target(
+            id=self.id,
+            kind="api",
+            input_price_per_mtok=self.input_price_per_mtok,
+            output_price_per_mtok=self.output_price_per_mtok,
+            context_window=self.context_window,
+            quality_prior=self.quality_prior,
+        )
 
 
 class ProviderClient:
@@ -180,7 +199,7 @@ class ProviderClient:
         data["model"] = self.config.id
         return data
 
-    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         path, payload = self._path(endpoint), self._payload(body, stream=True)
         deadline = self._clock() + self.config.timeouts.total_s
         resp, events, chunk = await self._with_retries(
@@ -270,12 +289,12 @@ class ProviderClient:
         return data
 
     async def _open_stream(self, path: str, payload: dict[str, Any], deadline: float) -> tuple[
-        httpx.Response, AsyncIterator[dict[str, Any]], Any
+        httpx.Response, AsyncGenerator[dict[str, Any], None], Any
     ]:
         """Send the request and read up to the first chunk: everything here may still be retried."""
         request = self._http.build_request("POST", path, json=payload, headers=self._auth())
         resp: httpx.Response | None = None
-        events: AsyncIterator[dict[str, Any]] | None = None
+        events: AsyncGenerator[dict[str, Any], None] | None = None
         try:
             async with asyncio.timeout(self._remaining(deadline)):
                 resp = await self._http.send(request, stream=True)
@@ -287,7 +306,7 @@ class ProviderClient:
             return resp, events, first
         except BaseException as e:
             if events is not None:
-                await events.aclose()  # type: ignore[attr-defined]
+                await events.aclose()
             if resp is not None:
                 await resp.aclose()
             if isinstance(e, (TimeoutError, httpx.TimeoutException)):
@@ -386,8 +405,10 @@ class ProviderReplica:
         return await self._client.complete(endpoint, body)
 
     async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        async for chunk in self._client.stream(endpoint, body):
-            yield chunk
+        # aclosing: when Serve closes this generator (caller gone), close the upstream stream now.
+        async with contextlib.aclosing(self._client.stream(endpoint, body)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def health(self) -> dict[str, Any]:
         return self._client.health()

@@ -8,7 +8,7 @@ with `data: [DONE]`; a stream that stops without it was cut off and counts as br
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Literal
 
 FailureKind = Literal["timeout", "network", "server", "rate_limited", "rejected", "protocol"]
@@ -44,7 +44,7 @@ class Failure(Exception):
         return self.kind != "rejected" or self.status in (401, 403)
 
 
-async def sse_events(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+async def sse_events(lines: AsyncIterator[str]) -> AsyncGenerator[dict[str, Any], None]:
     """Yield each event's JSON object; raise Failure on a broken line, an error event or a cut-off."""
     data: list[str] = []
     async for raw in lines:

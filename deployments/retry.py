@@ -17,14 +17,21 @@ class RetryConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_retries: int = Field(
-        2, ge=0, le=10, description="Extra attempts after the first on connect errors, timeouts, 5xx, 429."
+        default=2,
+        ge=0,
+        le=10,
+        description="Extra attempts after the first on connect errors, timeouts, 5xx, 429.",
     )
     backoff_base_s: float = Field(
-        0.2, gt=0, description="Backoff cap for the first retry; doubles per retry (full jitter below it)."
+        default=0.2,
+        gt=0,
+        description="Backoff cap for the first retry; doubles per retry (full jitter below it).",
     )
-    backoff_max_s: float = Field(5.0, gt=0, description="Upper bound of any one backoff cap, seconds.")
+    backoff_max_s: float = Field(
+        default=5.0, gt=0, description="Upper bound of any one backoff cap, seconds."
+    )
     retry_after_max_s: float = Field(
-        10.0,
+        default=10.0,
         ge=0,
         description="Longest Retry-After we wait for; a longer one fails at once so the router can "
         "fall back to another target (it is also capped by the request deadline).",

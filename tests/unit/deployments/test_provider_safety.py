@@ -91,6 +91,8 @@ def test_config_is_frozen_documented_and_yaml_friendly():
     with pytest.raises(ValueError):
         cfg.model = "other"  # type: ignore[misc]
     assert ProviderConfig.model_validate(json.loads(cfg.model_dump_json())) == cfg
+    target = cfg.target()
+    assert (target.id, target.kind, target.quality_prior) == ("gpt-x", "api", cfg.quality_prior)
     models: list[type[BaseModel]] = [ProviderConfig, TimeoutConfig, RetryConfig, BreakerConfig]
     for model in models:
         for name, info in model.model_fields.items():
