@@ -141,11 +141,15 @@ def _lazy(module: str, fn: str):
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="fit a quality predictor and save the artifact the policy loads",
-                       description="Fit a kNN quality predictor on a dataset table and save it.")
+                       description="Fit a policies.predictors quality predictor on a dataset table and "
+                                   "save the artifact the serving policy loads.")
     _add_data_args(p)
-    p.add_argument("--out", required=True, help="artifact path (.npz)")
-    p.add_argument("--encoder", default="minilm", choices=["minilm", "hash"])
-    p.add_argument("--k", type=int, default=40, help="neighbours")
+    p.add_argument("--out", required=True, help="artifact directory (weights.npz + meta.json)")
+    p.add_argument("--kind", default="knn", choices=["knn", "logistic", "mf"],
+                   help="policies.predictors class to fit")
+    p.add_argument("--encoder", default="minilm", choices=["minilm"],
+                   help="must match what serving embeds with (the packaged MiniLM)")
+    p.add_argument("--k", type=int, default=40, help="neighbours (knn)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_lazy("train", "cmd_train"))
 

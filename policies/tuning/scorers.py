@@ -228,6 +228,30 @@ class MfScorer(Scorer):
         return z[:, 0] - z[:, 1]  # logit gap: monotone in the strong model's edge
 
 
+class EngineScorer(Scorer):
+    """A policy-engine predictor (policies.predictors) on embeddings only: score = P(strong ok) -
+    P(weak ok), exactly what the serving quality-threshold policy would compare."""
+
+    needs_embeddings = True
+
+    def __init__(self, kind: str, **params: object) -> None:
+        self.kind, self.params = kind, params
+        self.name = f"engine-{kind}"
+
+    def fit(self, train: Split) -> EngineScorer:
+        from policies.tuning.train import fit
+
+        assert train.emb is not None
+        self.strong_id = train.table.targets[train.strong]
+        self.weak_id = train.table.targets[train.weak]
+        self.pred = fit(train.table, train.emb, self.kind, **self.params)
+        return self
+
+    def score(self, test: Split) -> np.ndarray:
+        p = self.pred.predict_embeddings(test.emb)
+        return np.asarray(p[self.strong_id]) - np.asarray(p[self.weak_id])
+
+
 SCORERS: dict[str, Callable[[], Scorer]] = {
     "group-prior": GroupPrior,
     "length": LengthScorer,
@@ -235,5 +259,9 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "logistic": LogisticScorer,
     "mlp": MlpScorer,
     "mf": MfScorer,
+    "engine-knn": lambda: EngineScorer("knn", k=40),
+    "engine-logistic": lambda: EngineScorer("logistic"),
+    "engine-mlp": lambda: EngineScorer("logistic", hidden=64),
+    "engine-mf": lambda: EngineScorer("mf"),
 }
 DEFAULT_SCORERS = ("group-prior", "length", "knn", "logistic", "mlp", "mf")
