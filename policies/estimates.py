@@ -63,15 +63,47 @@ def estimate(request: RouteRequest, view: RoutingView, targets: Sequence[Target]
     for t in targets:
         q = quality.get(t.id, t.quality_prior)
         ttft, e2e = lat.predict(t, p_tok, o_tok)
-        cost = t.expected_cost_usd(p_tok, o_tok)
+        cost = (p_tok * t.input_price_per_mtok + o_tok * t.output_price_per_mtok) / 1e6  # expected_cost_usd
         bad = why_not(c, q, ttft if use_ttft else e2e, cost)
-        # model_construct: every value is computed here, and validation would cost ~3 µs per target.
-        out.append(
-            Estimate.model_construct(
-                target=t.id, quality=q, ttft_ms=ttft, e2e_ms=e2e, cost_usd=cost, fits=bad is None, why_not=bad
-            )
-        )
+        out.append(_make(t.id, q, ttft, e2e, cost, bad))
     return out
+
+
+_FIELDS = frozenset(Estimate.model_fields)
+_set = object.__setattr__
+
+
+def _make_fast(target: str, q: float, ttft: float, e2e: float, cost: float, bad: str | None) -> Estimate:
+    # What model_construct does, minus its generic per-field loop: an Estimate per target per decision
+    # is the largest cost of a decision (model_construct 12 µs, validation 6 µs, this 3 µs on the
+    # loaded benchmark machine). Every value is computed above, so skipping validation is safe.
+    e = object.__new__(Estimate)
+    _set(e, "__dict__", {"target": target, "quality": q, "ttft_ms": ttft, "e2e_ms": e2e,
+                         "cost_usd": cost, "fits": bad is None, "why_not": bad})
+    _set(e, "__pydantic_fields_set__", _FIELDS)
+    _set(e, "__pydantic_extra__", None)
+    _set(e, "__pydantic_private__", None)
+    return e
+
+
+def _make_checked(target: str, q: float, ttft: float, e2e: float, cost: float, bad: str | None) -> Estimate:
+    return Estimate(target=target, quality=q, ttft_ms=ttft, e2e_ms=e2e, cost_usd=cost, fits=bad is None,
+                    why_not=bad)
+
+
+def _pick_maker():  # type: ignore[no-untyped-def]
+    """Use the fast path only if it builds exactly what validation builds (guards pydantic upgrades)."""
+    args = ("t", 0.5, 1.0, 2.0, 0.1, None)
+    try:
+        fast, ref = _make_fast(*args), _make_checked(*args)
+        if fast == ref and fast.model_dump() == ref.model_dump() and repr(fast) == repr(ref):
+            return _make_fast
+    except Exception:  # pragma: no cover - only on an incompatible pydantic
+        pass
+    return _make_checked  # pragma: no cover
+
+
+_make = _pick_maker()
 
 
 def latency_of(e: Estimate, c: Constraints) -> float:

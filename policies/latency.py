@@ -123,7 +123,7 @@ class DecayedSketch:
 class _TargetState:
     __slots__ = (
         "in_flight", "queued_share", "replicas", "slots_per_replica", "prefill", "tpot", "decode",
-        "errors", "requests", "prior",
+        "errors", "requests", "prior", "snap", "slots",
     )
 
     def __init__(self, target: Target, cfg: LatencyConfig) -> None:
@@ -139,10 +139,8 @@ class _TargetState:
         self.decode = DecayedSketch(cfg.half_life, cfg.quantile)
         self.errors = 0.0
         self.requests = 0.0
-
-    @property
-    def slots(self) -> int:
-        return max(1, self.replicas * self.slots_per_replica)
+        self.snap: tuple[float, float, float, float, float, float] | None = None
+        self.slots = max(1, self.replicas * self.slots_per_replica)
 
 
 class LatencyEstimator:
@@ -205,7 +203,9 @@ class LatencyEstimator:
 
     def set_replicas(self, target_id: str, n: int) -> None:
         """Autoscaling changed the number of replicas serving the target."""
-        self._get(target_id).replicas = max(1, int(n))
+        st = self._get(target_id)
+        st.replicas = max(1, int(n))
+        st.slots = st.replicas * st.slots_per_replica
 
     def observe(
         self,
@@ -224,6 +224,7 @@ class LatencyEstimator:
         st = self._get(target_id)
         tpot_ms = max(tpot_ms, 0.0)
         decode = max(output_tokens - 1, 0) * tpot_ms
+        st.snap = None
         st.tpot.add(tpot_ms)
         st.decode.add(decode)
         admitted = self._tickets.pop(ticket, None) if ticket is not None else None
@@ -248,44 +249,39 @@ class LatencyEstimator:
         st = self._state.get(target_id)
         return st.errors / st.requests if st and st.requests else 0.0
 
-    def _mean_service(self, st: _TargetState) -> float:
-        if st.prefill.effective_count >= self.config.min_samples:
-            return st.prefill.mean + st.decode.mean
-        # Cold start: a typical request of ~128 output tokens under the prior.
-        return st.prior.ttft_ms + 128 * st.prior.tpot_ms
-
-    def _mean_wait(self, st: _TargetState, in_flight: int) -> float:
-        k = in_flight - st.slots + 1
-        return k * self._mean_service(st) / st.slots if k > 0 else 0.0
+    def _snapshot(self, st: _TargetState) -> tuple[float, float, float, float, float, float]:
+        """(prefill mean, prefill q, tpot mean, tpot q, mean service, service cv^2), rebuilt lazily
+        after new observations so that `predict` is a handful of float operations."""
+        cfg = self.config
+        if st.prefill.effective_count >= cfg.min_samples:
+            p_mean, t_mean = st.prefill.mean, st.tpot.mean
+            service = p_mean + st.decode.mean
+            cv2 = (st.prefill.var + st.decode.var) / (service * service) if service > 0 else 1.0
+            snap = (p_mean, st.prefill.quantile(), t_mean, st.tpot.quantile(), service, cv2)
+        else:
+            pr = st.prior
+            # Cold start: the prior is a typical value; a typical request has ~128 output tokens.
+            snap = (pr.ttft_ms, pr.ttft_ms * cfg.prior_spread, pr.tpot_ms, pr.tpot_ms * cfg.prior_spread,
+                    pr.ttft_ms + 128 * pr.tpot_ms, 1.0)
+        st.snap = snap
+        return snap
 
     def predict(self, target: Target, prompt_tokens: int, output_tokens: int) -> tuple[float, float]:
         """(ttft_ms, e2e_ms) a new request would see now, at the configured quantile."""
         st = self._state.get(target.id) or self._ensure(target)
-        cfg = self.config
-        if st.prefill.effective_count >= cfg.min_samples:
-            p_mean, p_q = st.prefill.mean, st.prefill.quantile()
-            t_mean, t_q = st.tpot.mean, st.tpot.quantile()
-        else:
-            p_mean, p_q = st.prior.ttft_ms, st.prior.ttft_ms * cfg.prior_spread
-            t_mean, t_q = st.prior.tpot_ms, st.prior.tpot_ms * cfg.prior_spread
-        decode = max(output_tokens - 1, 0)
+        p_mean, p_q, t_mean, t_q, service, cv2 = st.snap or self._snapshot(st)
+        decode = output_tokens - 1 if output_tokens > 1 else 0
         d_mean, d_ex = decode * t_mean, decode * (t_q - t_mean)
         p_ex = p_q - p_mean
-        k = st.in_flight - st.slots + 1
+        slots = st.slots
+        k = st.in_flight - slots + 1
         if k <= 0:
             return p_q, p_mean + d_mean + math.sqrt(p_ex * p_ex + d_ex * d_ex)
-        w_mean, w_q = self._wait(k, self._mean_service(st) / st.slots, self._service_cv2(st))
+        w_mean, w_q = self._wait(k, service / slots, cv2)
         w_ex = w_q - w_mean
         ttft = w_mean + p_mean + math.sqrt(w_ex * w_ex + p_ex * p_ex)
         e2e = w_mean + p_mean + d_mean + math.sqrt(w_ex * w_ex + p_ex * p_ex + d_ex * d_ex)
         return ttft, e2e
-
-    def _service_cv2(self, st: _TargetState) -> float:
-        """Squared coefficient of variation of one request's service time (1 = exponential)."""
-        if st.prefill.effective_count < self.config.min_samples:
-            return 1.0
-        m = st.prefill.mean + st.decode.mean
-        return (st.prefill.var + st.decode.var) / (m * m) if m > 0 else 1.0
 
     def _wait(self, k: int, gap_ms: float, cv2: float) -> tuple[float, float]:
         """Mean and quantile of the wait for the k-th departure from `slots` busy slots.

@@ -1,0 +1,195 @@
+"""In-process decision time per policy: p50/p99 µs and decisions/s at 2, 10 and 100 targets.
+
+    python benchmarks/decision.py                 # full run (includes the embedding predictor)
+    python benchmarks/decision.py --quick         # a couple of seconds, table-driven only
+    python benchmarks/decision.py --quick --embed # quick, plus a few embedding decisions
+
+Every decision sees live latency state: before each one, one target gets a new observation, so the
+lazy quantile refresh is on the measured path as it is in serving at ~1 completion per request. The
+embedding runs use distinct prompts (no LRU hits): the cost of encoding one prompt is included.
+
+Writes benchmarks/results/decision.json: {"policies": {name: {p50_us, p99_us, decisions_per_s, targets,
+predictor}}, "runs": [every (policy, targets, predictor) cell], "machine": .., "date": .., "command": ..}.
+`policies[name]` is the 10-target table-driven cell; `policies[name + "+embed"]` the embedding one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from policies.base import StaticView  # noqa: E402
+from policies.config import build_policy, parse_policy  # noqa: E402
+from policies.latency import LatencyEstimator  # noqa: E402
+from policies.predictors import PriorPredictor  # noqa: E402
+from policies.types import Constraints, LatencyPrior, RouteRequest, Target  # noqa: E402
+
+POLICIES = [
+    {"name": "cheapest-fit"},
+    {"name": "cascade"},
+    {"name": "always", "target": "t0"},
+    {"name": "always-cheapest"},
+    {"name": "always-strongest"},
+    {"name": "random", "seed": 1},
+    {"name": "round-robin"},
+    {"name": "quality-threshold", "strong": "t1", "weak": "t0", "threshold": 0.5},
+]
+WORDS = "route model latency cost quality token answer prove write explain compute summarise".split()
+
+
+def make_targets(n: int) -> list[Target]:
+    rng = random.Random(n)
+    out = []
+    for i in range(n):
+        api = i >= n - max(1, n // 5)
+        out.append(
+            Target(
+                id=f"t{i}",
+                kind="api" if api else "local",
+                input_price_per_mtok=round(rng.uniform(0.01, 5), 3),
+                output_price_per_mtok=round(rng.uniform(0.02, 15), 3),
+                quality_prior=round(rng.uniform(0.2, 0.95), 3),
+                context_window=rng.choice([4096, 8192, 32768]),
+                latency=LatencyPrior(ttft_ms=rng.uniform(50, 400), tpot_ms=rng.uniform(5, 40)),
+                replicas=rng.randint(1, 4),
+            )
+        )
+    return out
+
+
+def prompts(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [f"{i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 40))) for i in range(n)]
+
+
+def make_embed_quality(targets: list[Target]):
+    import numpy as np
+
+    from policies.predictors import LogisticPredictor
+    from policies.predictors.embed import DIM, Embedder
+
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(200, DIM)).astype(np.float32)
+    labels = {t.id: (rng.random(200) < t.quality_prior).astype(float) for t in targets}
+    pred = LogisticPredictor(steps=20).fit(E, labels)
+    pred._embedder = Embedder(threads=1)  # one thread: serving shares 2 cores with everything else
+    pred.embedder.embed_one("warm-up")  # model load is a start-up cost, not a decision cost
+    return pred
+
+
+def run_cell(policy_cfg: dict, targets: list[Target], quality, n: int, seed: int) -> dict:
+    est = LatencyEstimator(targets)
+    rng = random.Random(seed)
+    for t in targets:  # warm, live state: sketches past min_samples, some load
+        for _ in range(20):
+            est.observe(t.id, rng.uniform(50, 300), rng.uniform(5, 40), rng.randint(10, 300))
+        for _ in range(rng.randint(0, 6)):
+            est.started(t.id)
+    view = StaticView(targets, est, quality)
+    policy = build_policy(parse_policy(policy_cfg))
+    cons = [
+        Constraints(),
+        Constraints(min_quality=0.6, max_latency_ms=5000),
+        Constraints(min_quality=0.8, max_cost_usd=0.002, allow_fallback=False),
+        Constraints(max_latency_ms=800, latency_metric="ttft"),
+    ]
+    reqs = [
+        RouteRequest(
+            prompt=p,
+            prompt_tokens=rng.randint(20, 2000),
+            expected_output_tokens=rng.randint(16, 512),
+            constraints=cons[i % len(cons)],
+        )
+        for i, p in enumerate(prompts(n, seed))
+    ]
+    ids = [t.id for t in targets]
+    times = []
+    perf = time.perf_counter_ns
+    for r in reqs:
+        est.observe(rng.choice(ids), rng.uniform(50, 300), rng.uniform(5, 40), rng.randint(10, 300))
+        t0 = perf()
+        policy.decide(r, view)
+        times.append(perf() - t0)
+    times.sort()
+    total_s = sum(times) / 1e9
+    return {
+        "policy": policy_cfg["name"],
+        "targets": len(targets),
+        "p50_us": round(times[len(times) // 2] / 1e3, 2),
+        "p99_us": round(times[min(len(times) - 1, int(len(times) * 0.99))] / 1e3, 2),
+        "decisions_per_s": round(len(times) / total_s),
+        "n": len(times),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="few decisions, no 100-target or embedding runs")
+    ap.add_argument("--embed", action="store_true", help="with --quick: include a few embedding decisions")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decision.json"))
+    args = ap.parse_args(argv)
+
+    sizes = (2, 10) if args.quick else (2, 10, 100)
+    n_table = 300 if args.quick else 5000
+    do_embed = args.embed or not args.quick
+    n_embed = 20 if args.quick else 50
+    runs = []
+    for size in sizes:
+        targets = make_targets(size)
+        for cfg in POLICIES:
+            cell = run_cell(cfg, targets, PriorPredictor(), n_table, seed=size)
+            cell["predictor"] = "prior"
+            runs.append(cell)
+    if do_embed:
+        for size in sizes:
+            targets = make_targets(size)
+            quality = make_embed_quality(targets)
+            for cfg in POLICIES:
+                # a distinct seed per cell gives distinct prompts: every decision embeds afresh
+                cell = run_cell(cfg, targets, quality, n_embed, seed=1000 * size + len(runs))
+                cell["predictor"] = "embed"
+                runs.append(cell)
+
+    summary = {}
+    for cell in runs:
+        if cell["targets"] == 10:
+            key = cell["policy"] + ("+embed" if cell["predictor"] == "embed" else "")
+            summary[key] = {k: cell[k] for k in ("p50_us", "p99_us", "decisions_per_s", "targets")}
+            summary[key]["predictor"] = cell["predictor"]
+    result = {
+        "policies": summary,
+        "runs": runs,
+        "goals": {"table_p99_us": 100, "embed_p99_us": 5000},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_1m": round(os.getloadavg()[0], 2),
+        },
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(["python benchmarks/decision.py", *(sys.argv[1:] if argv is None else argv)]),
+        "quick": args.quick,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"{'policy':<20}{'targets':>8}{'predictor':>10}{'p50 µs':>10}{'p99 µs':>10}{'dec/s':>10}")
+    for c in runs:
+        print(f"{c['policy']:<20}{c['targets']:>8}{c['predictor']:>10}{c['p50_us']:>10}{c['p99_us']:>10}"
+              f"{c['decisions_per_s']:>10}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
