@@ -165,7 +165,11 @@ def _calibrate_parser(sub) -> None:
     g.add_argument("--budget-per-1k", type=float, help="USD per 1k requests to stay under")
     g.add_argument("--min-pgr", type=float, help="smallest strong share reaching this PGR (0-1)")
     p.add_argument("--policy", default="quality-threshold", choices=["quality-threshold", "cheapest-fit"])
-    p.add_argument("--scorer", default="knn", help="scorer whose score the threshold applies to")
+    p.add_argument("--score", default="weak-quality", choices=["weak-quality", "win-rate"],
+                   help="quality-threshold's score (see policies/baselines.py)")
+    p.add_argument("--kind", default="knn", choices=["knn", "logistic", "mf"],
+                   help="policies.predictors class serving will load (scores are out-of-fold)")
+    p.add_argument("--artifact", default="PATH/TO/ARTIFACT", help="artifact dir to name in the snippet")
     p.add_argument("--encoder", default="minilm", choices=["minilm", "hash"])
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_lazy("calibrate", "cmd_calibrate"))
