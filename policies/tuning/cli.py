@@ -200,7 +200,8 @@ def _simulate_parser(sub) -> None:
                                    "policies on SLO attainment, cost, quality and per-target load.")
     p.add_argument("--config", default=None, help="scenario JSON/YAML (default: built-in 3-target scenario)")
     p.add_argument("--policies", default="cheapest-fit,quality-threshold,always-strongest")
-    p.add_argument("--rate", type=float, default=None, help="requests per second (default: scenario)")
+    p.add_argument("--rate", default=None,
+                   help="requests per second, or a comma list to sweep (default: the scenario's)")
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--arrivals", default="poisson", choices=["poisson", "bursty"])
     p.add_argument("--replicas-scale", type=float, default=1.0, help="multiply every target's replicas")

@@ -1,0 +1,51 @@
+"""The cluster simulator runs the engine's real policies; small, fast scenarios."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from policies.tuning import cli, simulate
+
+
+def test_arrivals_keep_the_mean_rate():
+    rng = np.random.default_rng(0)
+    for kind in ("poisson", "bursty"):
+        t = simulate.arrivals(20000, 500.0, kind, rng)
+        assert np.all(np.diff(t) >= 0)
+        assert 20000 / (t[-1] / 1000) == pytest.approx(500.0, rel=0.1)
+
+
+def test_fit_service_recovers_prefill_line_and_tpot():
+    rng = np.random.default_rng(0)
+    p = rng.integers(10, 1000, 200)
+    o = rng.integers(20, 200, 200)
+    ttft = 50 + 0.2 * p + rng.normal(0, 2, 200)
+    e2e = ttft + (o - 1) * 12.0
+    s = simulate.fit_service(ttft, e2e, p, o)
+    assert s.ttft_ms == pytest.approx(50, rel=0.1) and s.per_prompt_token_ms == pytest.approx(0.2, rel=0.1)
+    assert s.tpot_ms == pytest.approx(12.0, rel=0.01)
+
+
+def test_overload_breaks_always_strongest_but_not_cheapest_fit():
+    sc = simulate.default_scenario()
+    sc.requests, sc.rate = 4000, 1200.0
+    rep = simulate.compare(sc, ["cheapest-fit", "quality-threshold", "always-strongest"])
+    r = {x["policy"]: x for x in rep["policies"]}
+    assert r["cheapest-fit"]["slo_attainment"] > 0.95
+    assert r["always-strongest"]["slo_attainment"] < 0.6
+    assert r["always-strongest"]["quality"] > r["cheapest-fit"]["quality"]
+    assert r["always-strongest"]["cost_per_1k_usd"] > r["cheapest-fit"]["cost_per_1k_usd"]
+    assert sum(r["cheapest-fit"]["load"].values()) == pytest.approx(1.0)
+    assert r["cheapest-fit"]["replicas"] >= 100 and r["cheapest-fit"]["wall_s"] < 10
+
+
+def test_cli_json(capsys):
+    rc = cli.main(["simulate", "--requests", "1500", "--rate", "200,400", "--arrivals", "bursty",
+                   "--policies", "cheapest-fit,always-strongest", "--json"])
+    assert rc == 0
+    runs = json.loads(capsys.readouterr().out)["runs"]
+    assert [r["rate"] for r in runs] == [200.0, 400.0]
+    assert {p["policy"] for p in runs[0]["policies"]} == {"cheapest-fit", "always-strongest"}
