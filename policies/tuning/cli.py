@@ -86,6 +86,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         protocol = evaluate.Protocol("cv", k=args.cv)
         table = _load_table(args)
+    if table.answers is None and "cascade-weak-answer" in names:
+        names.remove("cascade-weak-answer")  # needs the weak model's answer texts (RouteLLM GSM8K)
+        print("skipping cascade-weak-answer: no answer texts in this table", file=sys.stderr)
     need_emb = any(SCORERS[n]().needs_embeddings for n in names)
     emb = embeddings_for(table, args.encoder, not args.no_cache) if need_emb else None
     report = evaluate.evaluate(table, protocol, names, emb, seed=args.seed, progress=not args.quiet)
@@ -115,7 +118,7 @@ def _eval_parser(sub) -> None:
     g.add_argument("--holdout", default=None,
                    help="train on the other datasets in --data, test on this one")
     p.add_argument("--policies", default=None,
-                   help="comma list of learned scorers (default: group-prior,length,knn,logistic,mlp,mf)")
+                   help="comma list of scorers (default: all in policies/tuning/scorers.py DEFAULT_SCORERS)")
     p.add_argument("--encoder", default="minilm", choices=["minilm", "hash"],
                    help="prompt embedding for knn/logistic/mlp/mf (cached under $ROUTER_CACHE_DIR)")
     p.add_argument("--no-cache", action="store_true", help="recompute embeddings")

@@ -45,6 +45,7 @@ class RouteTable:
     ttft_ms: np.ndarray | None = None
     e2e_ms: np.ndarray | None = None
     cost_usd: np.ndarray | None = None
+    answers: np.ndarray | None = None  # (n, T) answer texts where known (cascade replay reads them)
 
     def __post_init__(self) -> None:
         n = len(self.prompts)
@@ -91,6 +92,7 @@ class RouteTable:
             ttft_ms=take(self.ttft_ms),
             e2e_ms=take(self.e2e_ms),
             cost_usd=take(self.cost_usd),
+            answers=take(self.answers),
         )
 
     def costs(self, prices: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
@@ -133,6 +135,7 @@ def concat(tables: Iterable[RouteTable]) -> RouteTable:
         ttft_ms=cat("ttft_ms"),
         e2e_ms=cat("e2e_ms"),
         cost_usd=cat("cost_usd"),
+        answers=cat("answers"),
     )
 
 
@@ -189,15 +192,16 @@ def _load_mmlu(root: Path, drop: bool) -> RouteTable:
 
 def _load_gsm8k(root: Path, drop: bool) -> RouteTable:
     bad = _contaminated(root / "gsm8k" / "contaminated_prompts.jsonl") if drop else set()
-    prompts, qual, tout = [], [], []
+    prompts, qual, tout, answers = [], [], [], []
     with (root / "gsm8k" / "gsm8k_responses.csv").open(newline="") as fh:
         for row in csv.DictReader(fh):
             if row["prompt"] in bad:
                 continue
             prompts.append(row["prompt"])
             qual.append((_truth(row[ROUTELLM_STRONG]), _truth(row[ROUTELLM_WEAK])))
-            tout.append([estimate_tokens(row.get(f"{m}_response", "") or "x")
-                         for m in (ROUTELLM_STRONG, ROUTELLM_WEAK)])
+            texts = [row.get(f"{m}_response", "") or "" for m in (ROUTELLM_STRONG, ROUTELLM_WEAK)]
+            tout.append([estimate_tokens(t or "x") for t in texts])
+            answers.append(texts)
     return RouteTable(
         prompts=prompts,
         targets=[ROUTELLM_STRONG, ROUTELLM_WEAK],
@@ -205,6 +209,7 @@ def _load_gsm8k(root: Path, drop: bool) -> RouteTable:
         dataset=np.full(len(prompts), "gsm8k", dtype=object),
         tokens_in=np.array([estimate_tokens(p) for p in prompts], dtype=float),
         tokens_out=np.array(tout, dtype=float),
+        answers=np.array(answers, dtype=object).reshape(len(prompts), 2),
     )
 
 

@@ -108,7 +108,8 @@ def evaluate(
     curves = {"random": metrics.routing_curve(random_scores, qs, qw, cs, cw),
               "oracle": metrics.oracle_curve(qs, qw, cs, cw)}
     for name, sc in scores.items():
-        curves[name] = metrics.routing_curve(_tie_break(sc, seed), qs, qw, cs, cw)
+        cascade = SCORERS[name]().pays_weak
+        curves[name] = metrics.routing_curve(_tie_break(sc, seed), qs, qw, cs + cw if cascade else cs, cw)
     for name, curve in curves.items():
         row = {"name": name, **metrics.summarize(curve, weak_q, strong_q, cost_range)}
         row["curve"] = {"share": curve.share.tolist(), "quality": curve.quality.tolist(),

@@ -37,6 +37,7 @@ class Split:
 class Scorer:
     name = "base"
     needs_embeddings = False
+    pays_weak = False  # True for cascades: every prompt also pays the weak call
 
     def fit(self, train: Split) -> Scorer:
         return self
@@ -188,6 +189,102 @@ class MlpScorer(_PerTarget):
         return MLPClassifier(**kw) if binary else MLPRegressor(**kw)
 
 
+class GainScorer(Scorer):
+    """One model of the gain itself: multinomial logistic over gain in {-1, 0, +1} (0/1 quality),
+    score = P(+1) - P(-1); ridge regression on the gain for graded quality."""
+
+    name = "gain"
+    needs_embeddings = True
+
+    def __init__(self, c: float = 0.5) -> None:
+        self.c = c
+
+    def fit(self, train: Split) -> GainScorer:
+        from sklearn.linear_model import LogisticRegression, Ridge
+
+        self.groups = sorted({str(g) for g in train.table.group} - {""})
+        x, g = _design(train, self.groups), train.gain
+        self.classes = np.unique(g)
+        if set(self.classes) <= {-1.0, 0.0, 1.0} and len(self.classes) > 1:
+            self.model = LogisticRegression(C=self.c, max_iter=500).fit(x, g.astype(int))
+        else:
+            self.model = Ridge(alpha=1.0 / self.c).fit(x, g)
+        return self
+
+    def score(self, test: Split) -> np.ndarray:
+        x = _design(test, self.groups)
+        if not hasattr(self.model, "predict_proba"):
+            return self.model.predict(x)
+        p = self.model.predict_proba(x)
+        return p @ self.model.classes_.astype(float)  # expected gain
+
+
+class CascadeScorer(Scorer):
+    """Not a router but a cascade: the weak target answers first and a classifier on that ANSWER
+    (hashed n-grams, length, whether it states a final '####' number, calculator-annotation checks)
+    predicts whether it is wrong; score = P(weak wrong). Every prompt pays the weak call, and the
+    strong-call share is the escalation rate. Needs answer texts (RouteLLM GSM8K has them)."""
+
+    name = "cascade-weak-answer"
+    pays_weak = True  # the weak answer is always bought
+
+    def _x(self, split: Split) -> np.ndarray:
+        import re
+
+        from policies.tuning.embed import HashEncoder
+
+        if split.table.answers is None:
+            raise ValueError("cascade replay needs the weak target's answers in the table")
+        texts = [str(a) for a in split.table.answers[:, split.weak]]
+        hand = []
+        for t in texts:
+            calcs = re.findall(r"<<([^=<>]+)=([^<>]+)>>", t)
+            bad = 0
+            for lhs, rhs in calcs:
+                try:
+                    bad += abs(eval(lhs, {"__builtins__": {}}) - float(rhs)) > 1e-6  # noqa: S307
+                except Exception:  # noqa: BLE001 - a malformed annotation is itself a signal
+                    bad += 1
+            final = re.findall(r"####\s*\$?\s*(-?[\d,]*\.?\d+)", t)
+            try:
+                v = float(final[-1].replace(",", "")) if final else float("nan")
+            except ValueError:
+                v = float("nan")
+            ok = bool(np.isfinite(v))
+            hand.append([np.log1p(len(t)), "####" in t, len(calcs), bad, t.count("\n"),
+                         ok and v == round(v), ok and v < 0, np.log1p(abs(v)) if ok else -1.0,
+                         bool(re.search(r"(?i)\b(however|assum|unclear|not possible|cannot)\b", t))])
+        return np.hstack([HashEncoder(dim=256).encode(texts), np.array(hand, dtype=np.float32)])
+
+    def fit(self, train: Split) -> CascadeScorer:
+        from sklearn.linear_model import LogisticRegression
+
+        y = (train.table.quality[:, train.weak] >= 0.5).astype(int)
+        self.model = LogisticRegression(C=1.0, max_iter=1000).fit(self._x(train), y)
+        return self
+
+    def score(self, test: Split) -> np.ndarray:
+        return self.model.predict_proba(self._x(test))[:, 0]
+
+
+class EnsembleScorer(Scorer):
+    """Mean rank of several scorers' scores (each fitted on the same train rows)."""
+
+    needs_embeddings = True
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.name = "ensemble(" + "+".join(names) + ")"
+
+    def fit(self, train: Split) -> EnsembleScorer:
+        self.parts = [SCORERS[n]().fit(train) for n in self.names]
+        return self
+
+    def score(self, test: Split) -> np.ndarray:
+        ranks = [np.argsort(np.argsort(p.score(test), kind="stable")) for p in self.parts]
+        return np.mean(ranks, axis=0) / max(len(test.table) - 1, 1)
+
+
 class MfScorer(Scorer):
     """RouteLLM-style matrix factorisation: q(prompt, model) ~ sigmoid(v_model . (P x) + b_model),
     x the prompt features, P a shared projection; trained by full-batch Adam on squared error."""
@@ -259,9 +356,13 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
     "logistic": LogisticScorer,
     "mlp": MlpScorer,
     "mf": MfScorer,
+    "gain": GainScorer,
+    "cascade-weak-answer": CascadeScorer,
+    "ensemble": lambda: EnsembleScorer(("group-prior", "knn", "logistic", "gain")),
     "engine-knn": lambda: EngineScorer("knn", k=40),
     "engine-logistic": lambda: EngineScorer("logistic"),
     "engine-mlp": lambda: EngineScorer("logistic", hidden=64),
     "engine-mf": lambda: EngineScorer("mf"),
 }
-DEFAULT_SCORERS = ("group-prior", "length", "knn", "logistic", "mlp", "mf")
+DEFAULT_SCORERS = ("group-prior", "length", "knn", "logistic", "gain", "mlp", "mf", "ensemble",
+                   "engine-knn", "engine-logistic", "engine-mf", "cascade-weak-answer")
