@@ -173,6 +173,7 @@ def plot(report: dict, out_prefix: str) -> list[str]:
     title = f"{', '.join(report['dataset'])} ({report['protocol']})"
     files = []
     fig, ax = plt.subplots(figsize=(8, 5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for p in report["policies"]:
         style = {"oracle": dict(linestyle=":", marker="x"), "random": dict(linestyle="--", marker=".")}
         ax.plot(100 * np.array(p["curve"]["share"]), p["curve"]["quality"], label=p["name"],
@@ -185,6 +186,7 @@ def plot(report: dict, out_prefix: str) -> list[str]:
     fig.savefig(files[-1], dpi=100, bbox_inches="tight")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(8, 5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
     for p in report["policies"]:
         ax.plot(1000 * np.array(p["curve"]["cost_usd"]), p["curve"]["quality"], marker=".",
                 label=p["name"])

@@ -58,3 +58,14 @@ def test_holdout_trains_on_other_datasets(routellm, capsys):
 def test_kfold_partitions_rows():
     folds = evaluate.kfold(103, 5)
     assert sorted(np.concatenate(folds).tolist()) == list(range(103))
+
+
+@pytest.mark.parametrize("sub", ["collect", "train", "eval", "calibrate", "simulate"])
+def test_every_subcommand_has_help(sub, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="routerctl")
+    cli.register(parser.add_subparsers(dest="command"))
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["tune", sub, "--help"])
+    assert e.value.code == 0 and "usage: routerctl tune " + sub in capsys.readouterr().out
