@@ -170,7 +170,12 @@ def load_routellm(root: str | Path, name: str, *, drop_contaminated: bool = True
 def _load_mmlu(root: Path, drop: bool) -> RouteTable:
     bad = _contaminated(root / "mmlu" / "contaminated_prompts.jsonl") if drop else set()
     prompts, qual, group = [], [], []
-    for f in sorted((root / "mmlu").glob("mmlu_*.csv")):
+    # RouteLLM's repo keeps the csvs in mmlu/responses/; the shared copy flattened them into mmlu/
+    files = sorted((root / "mmlu").glob("mmlu_*.csv"))
+    files = files or sorted((root / "mmlu" / "responses").glob("mmlu_*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no mmlu_<subject>.csv under {root / 'mmlu'}")
+    for f in files:
         subject = f.stem[len("mmlu_"):]  # the file name is the subject: a legit routing feature
         with f.open(newline="") as fh:
             for row in csv.DictReader(fh):

@@ -72,3 +72,13 @@ def test_user_csv_wide(tmp_path):
     assert t.targets == ["small", "big"]
     assert t.quality.tolist() == [[0.5, 1.0], [0.0, 1.0]]
     assert t.costs()[1, 1] == pytest.approx(0.02) and t.strong == "big"
+
+
+def test_mmlu_in_routellm_repo_layout(tmp_path, routellm):
+    import shutil
+
+    (tmp_path / "mmlu" / "responses").mkdir(parents=True)
+    for name in ("mmlu_anatomy.csv", "mmlu_virology.csv"):
+        shutil.copy(routellm / "mmlu" / name, tmp_path / "mmlu" / "responses" / name)
+    t = d.load_routellm(tmp_path, "mmlu")
+    assert set(t.group) == {"anatomy", "virology"} and len(t) > 100
