@@ -208,6 +208,9 @@ def _simulate_parser(sub) -> None:
     p.add_argument("--requests", type=int, default=20000)
     p.add_argument("--arrivals", default="poisson", choices=["poisson", "bursty"])
     p.add_argument("--replicas-scale", type=float, default=1.0, help="multiply every target's replicas")
+    p.add_argument("--fit-from", default=None,
+                   help="a `tune collect` JSONL: fit each scenario target's service model (prefill line, "
+                        "time per output token) from its measured latencies, matched by target id")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_lazy("simulate", "cmd_simulate"))

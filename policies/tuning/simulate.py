@@ -288,10 +288,34 @@ def load_scenario(path: str) -> Scenario:
                     policies=raw.get("policies", base.policies))
 
 
+def fit_from_table(sc: Scenario, table: Any) -> list[str]:
+    """Replace the service model of every scenario target the collected table measured."""
+    from policies.tuning.datasets import estimate_tokens
+
+    if table.ttft_ms is None or table.e2e_ms is None or table.tokens_out is None:
+        raise ValueError("the table has no TTFT / e2e / output tokens (collect with `tune collect`)")
+    tin = table.tokens_in if table.tokens_in is not None else np.array(
+        [estimate_tokens(p) for p in table.prompts], dtype=float)
+    fitted = []
+    for s in sc.targets:
+        if s.target.id in table.targets:
+            j = table.col(s.target.id)
+            s.service = fit_service(table.ttft_ms[:, j], table.e2e_ms[:, j], tin, table.tokens_out[:, j])
+            fitted.append(s.target.id)
+    return fitted
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from policies.tuning.cli import _emit
 
     sc = load_scenario(args.config) if args.config else default_scenario()
+    if args.fit_from:
+        from policies.tuning.datasets import load_file
+
+        fitted = fit_from_table(sc, load_file(args.fit_from))
+        if not fitted:
+            raise SystemExit(f"{args.fit_from} measured none of the scenario's targets "
+                             f"{[s.target.id for s in sc.targets]}")
     sc.requests = args.requests
     if args.replicas_scale != 1.0:
         for s in sc.targets:

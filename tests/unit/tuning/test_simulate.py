@@ -49,3 +49,21 @@ def test_cli_json(capsys):
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert [r["rate"] for r in runs] == [200.0, 400.0]
     assert {p["policy"] for p in runs[0]["policies"]} == {"cheapest-fit", "always-strongest"}
+
+
+def test_service_fitted_from_a_collected_table(tmp_path):
+    recs = []
+    for i in range(20):
+        for tid, base in (("small", 40.0), ("other", 500.0)):
+            p = 50 + 10 * i
+            recs.append({"prompt": f"q{i}", "target": tid, "correct": 1, "prompt_tokens": p,
+                         "completion_tokens": 51, "ttft_ms": base + 0.5 * p,
+                         "e2e_ms": base + 0.5 * p + 50 * 6.0})
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    from policies.tuning.datasets import load_file
+
+    sc = simulate.default_scenario()
+    assert simulate.fit_from_table(sc, load_file(path)) == ["small"]
+    s = sc.targets[0].service
+    assert s.ttft_ms == pytest.approx(40, rel=0.05) and s.tpot_ms == pytest.approx(6.0, rel=0.01)
