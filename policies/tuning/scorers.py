@@ -87,7 +87,8 @@ class LengthScorer(Scorer):
     name = "length"
 
     def fit(self, train: Split) -> LengthScorer:
-        c = np.corrcoef(train.log_len, train.gain)[0, 1]
+        x, g = train.log_len, train.gain
+        c = np.corrcoef(x, g)[0, 1] if np.ptp(x) > 0 and np.ptp(g) > 0 else 0.0
         self.sign = 1.0 if not np.isfinite(c) or c >= 0 else -1.0
         return self
 

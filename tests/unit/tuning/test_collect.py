@@ -73,3 +73,16 @@ def test_collect_records_errors_and_retries_them(tmp_path):
 def test_gsm8k_bench_from_shared_data(routellm):
     items = collect.load_bench("gsm8k", str(routellm), 3)
     assert len(items) == 3 and items[0]["gold"] == "18" and items[0]["kind"] == "number"
+
+
+def test_collected_table_evaluates_end_to_end(tmp_path, capsys):
+    bench, out = _bench(tmp_path, 12), tmp_path / "collected.jsonl"
+    with FakeOpenAI() as srv:
+        assert cli.main(["collect", "--base-url", srv.base_url, "--bench", str(bench), "--out", str(out),
+                         "--json"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "--data", str(out), "--cv", "3", "--policies", "length", "--json",
+                     "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["strong"] == "good" and report["weak"] == "bad" and report["n"] == 12
+    assert {p["name"] for p in report["policies"]} == {"random", "oracle", "length"}
