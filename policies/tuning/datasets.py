@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,7 @@ class RouteTable:
     targets: list[str]
     quality: np.ndarray
     dataset: np.ndarray
-    group: np.ndarray = field(default=None)  # type: ignore[assignment]
+    group: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     tokens_in: np.ndarray | None = None
     tokens_out: np.ndarray | None = None
     ttft_ms: np.ndarray | None = None
@@ -51,7 +51,7 @@ class RouteTable:
         n = len(self.prompts)
         self.quality = np.asarray(self.quality, dtype=float).reshape(n, len(self.targets))
         self.dataset = np.asarray(self.dataset, dtype=object)
-        if self.group is None:
+        if len(self.group) == 0 and n:
             self.group = np.full(n, "", dtype=object)
         self.group = np.asarray(self.group, dtype=object)
         if self.dataset.shape != (n,) or self.group.shape != (n,):
@@ -157,7 +157,8 @@ def load_routellm(root: str | Path, name: str, *, drop_contaminated: bool = True
                   mt_bench_threshold: float | None = None) -> RouteTable:
     """One RouteLLM benchmark: `mmlu`, `gsm8k` or `mt_bench` (targets: strong, weak)."""
     root = Path(root)
-    loaders = {"mmlu": _load_mmlu, "gsm8k": _load_gsm8k, "mt_bench": _load_mt_bench}
+    loaders: dict[str, Callable[..., RouteTable]] = {
+        "mmlu": _load_mmlu, "gsm8k": _load_gsm8k, "mt_bench": _load_mt_bench}
     if name not in loaders:
         raise ValueError(f"unknown RouteLLM dataset {name!r}; choose from {ROUTELLM_DATASETS}")
     if not (root / name).is_dir():
@@ -317,7 +318,7 @@ def from_wide(rows: Sequence[dict], targets: Sequence[str] | None = None) -> Rou
         return f"quality.{t}" if f"quality.{t}" in rows[0] else t
 
     def val(x: object) -> float:
-        return _truth(x) if isinstance(x, str) and x.strip().lower() in ("true", "false") else float(x)
+        return _truth(x) if isinstance(x, str) and x.strip().lower() in ("true", "false") else float(str(x))
 
     extra: dict[str, np.ndarray | None] = {}
     for name in _PER_TARGET:
@@ -359,8 +360,3 @@ def load(data: str | Path, dataset: str | None = None, **kw: object) -> RouteTab
     if dataset not in (None, "all"):
         table = table.subset(table.dataset == dataset)
     return table
-
-
-def with_targets(table: RouteTable, **changes: object) -> RouteTable:
-    """A copy with fields replaced (small helper for tests and scripts)."""
-    return replace(table, **changes)

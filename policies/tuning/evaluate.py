@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -173,9 +174,10 @@ def plot(report: dict, out_prefix: str) -> list[str]:
     title = f"{', '.join(report['dataset'])} ({report['protocol']})"
     files = []
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    ax.set_prop_cycle(color=list(plt.get_cmap("tab20")(np.arange(20))))
     for p in report["policies"]:
-        style = {"oracle": dict(linestyle=":", marker="x"), "random": dict(linestyle="--", marker=".")}
+        style: dict[str, dict[str, Any]] = {"oracle": dict(linestyle=":", marker="x"),
+                                            "random": dict(linestyle="--", marker=".")}
         ax.plot(100 * np.array(p["curve"]["share"]), p["curve"]["quality"], label=p["name"],
                 **style.get(p["name"], dict(marker=".")))
     ax.axhline(report["weak_quality"], color="grey", linestyle="--", label=f"weak {report['weak']}")
@@ -186,7 +188,7 @@ def plot(report: dict, out_prefix: str) -> list[str]:
     fig.savefig(files[-1], dpi=100, bbox_inches="tight")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(8, 5))
-    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
+    ax.set_prop_cycle(color=list(plt.get_cmap("tab20")(np.arange(20))))
     for p in report["policies"]:
         ax.plot(1000 * np.array(p["curve"]["cost_usd"]), p["curve"]["quality"], marker=".",
                 label=p["name"])

@@ -80,7 +80,7 @@ def default_scenario() -> Scenario:
         (0.3, Constraints(min_quality=0.8, max_latency_ms=6000, latency_metric="e2e")),
         (0.2, Constraints()),
     ]
-    policies = {
+    policies: dict[str, dict[str, Any]] = {
         "cheapest-fit": {"name": "cheapest-fit", "on_unsatisfiable": "best_effort"},
         "quality-threshold": {"name": "quality-threshold", "strong": "strong-api", "weak": "small",
                               "threshold": 0.6},
