@@ -148,8 +148,8 @@ def _train_parser(sub) -> None:
                                    "save the artifact the serving policy loads.")
     _add_data_args(p)
     p.add_argument("--out", required=True, help="artifact directory (weights.npz + meta.json)")
-    p.add_argument("--kind", default="knn", choices=["knn", "logistic", "mf"],
-                   help="policies.predictors class to fit")
+    p.add_argument("--kind", default="logistic", choices=["knn", "logistic", "mf"],
+                   help="policies.predictors class to fit (logistic calibrated best offline)")
     p.add_argument("--encoder", default="minilm", choices=["minilm"],
                    help="must match what serving embeds with (the packaged MiniLM)")
     p.add_argument("--k", type=int, default=40, help="neighbours (knn)")
@@ -170,7 +170,7 @@ def _calibrate_parser(sub) -> None:
     p.add_argument("--policy", default="quality-threshold", choices=["quality-threshold", "cheapest-fit"])
     p.add_argument("--score", default="weak-quality", choices=["weak-quality", "win-rate"],
                    help="quality-threshold's score (see policies/baselines.py)")
-    p.add_argument("--kind", default="knn", choices=["knn", "logistic", "mf"],
+    p.add_argument("--kind", default="logistic", choices=["knn", "logistic", "mf"],
                    help="policies.predictors class serving will load (scores are out-of-fold)")
     p.add_argument("--artifact", default="PATH/TO/ARTIFACT", help="artifact dir to name in the snippet")
     p.add_argument("--encoder", default="minilm", choices=["minilm", "hash"])
