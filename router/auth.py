@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from policies.types import Constraints
 from router.errors import BudgetExhausted, Forbidden, Unauthorized
@@ -107,12 +107,22 @@ def _parse_entries(text: str, source: str) -> list[KeyEntry]:
             raise ValueError(f"{source}: not valid JSON (line {e.lineno})") from None
     else:
         raw = [k.strip() for k in text.split(",") if k.strip()]
+    if not isinstance(raw, list):
+        raise ValueError(f"{source}: expected a list of keys")
     out = []
     for i, item in enumerate(raw):
         if isinstance(item, str):
             out.append(KeyEntry(name=f"key-{i}", key=SecretStr(item)))
-        else:
+            continue
+        try:
             out.append(KeyEntry.model_validate(item))
+        except ValidationError as e:
+            # pydantic's own message quotes the input, which holds the key: name fields only.
+            fields = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'entry'}: {err['msg']}"
+                for err in e.errors(include_input=False, include_url=False)
+            )
+            raise ValueError(f"{source}: key entry {i}: {fields}") from None
     return out
 
 
