@@ -275,8 +275,8 @@ def from_records(records: Iterable[dict], targets: Sequence[str] | None = None) 
             seen_targets.append(t)
         key = (str(r.get("dataset", "user")), str(r["prompt"]))
         by_prompt.setdefault(key, {})[t] = r
-    tg = list(targets) if targets else seen_targets
-    rows = [(k, v) for k, v in by_prompt.items() if all(t in v for t in tg)]
+    tg = list(targets) if targets else sorted(seen_targets)  # write order varies with concurrency
+    rows = sorted(((k, v) for k, v in by_prompt.items() if all(t in v for t in tg)), key=lambda kv: kv[0])
 
     def grid(key: str) -> np.ndarray | None:
         vals = [[v[t].get(key) for t in tg] for _, v in rows]

@@ -53,8 +53,9 @@ def test_collect_end_to_end_resumes_and_loads_as_table(tmp_path, capsys):
     assert len(recs) == 10
     assert all(r["ttft_ms"] <= r["e2e_ms"] and r["completion_tokens"] == 4 for r in recs)
     table = datasets.load_file(out)
-    assert len(table) == 5 and table.targets == ["good", "bad"]
-    assert table.quality[:, 0].tolist() == [1.0] * 5 and table.quality[:, 1].tolist() == [0.0] * 5
+    assert len(table) == 5 and table.targets == ["bad", "good"]
+    assert table.quality[:, table.col("good")].tolist() == [1.0] * 5
+    assert table.quality[:, table.col("bad")].tolist() == [0.0] * 5
     assert table.e2e_ms is not None and table.tokens_out is not None
 
 
