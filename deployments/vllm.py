@@ -53,7 +53,7 @@ def llm_config(model: LocalModelConfig, path: str, omp_threads_bind: str | None)
         deployment["ray_actor_options"] = {"num_cpus": model.cpu.replica_cpus}
         extra["accelerator_config"] = {"kind": "cpu"}
         extra["placement_group_config"] = {"bundles": [{"CPU": model.cpu.engine_cpus}]}
-        env = {"VLLM_CPU_KVCACHE_SPACE": "0"}
+        env: dict[str, str] = {}
         if omp_threads_bind:
             env["VLLM_CPU_OMP_THREADS_BIND"] = omp_threads_bind
         extra["runtime_env"] = {"env_vars": env}
