@@ -30,18 +30,19 @@ class KeyEntry(BaseModel):
     model_config = _FROZEN
 
     name: str = Field(..., min_length=1, description="Label for logs and metrics (never the key).")
-    key: SecretStr | None = Field(None, description="The bearer key in clear (hashed on load).")
+    key: SecretStr | None = Field(default=None, description="The bearer key in clear (hashed on load).")
     key_sha256: str | None = Field(
-        None, pattern=r"^[0-9a-fA-F]{64}$", description="sha256 hex digest of the bearer key."
+        default=None, pattern=r"^[0-9a-fA-F]{64}$", description="sha256 hex digest of the bearer key."
     )
     allowed_targets: tuple[str, ...] | None = Field(
-        None, description="Target ids this key may use (None = the config default)."
+        default=None, description="Target ids this key may use (None = the config default)."
     )
     constraints: Constraints | None = Field(
-        None, description="Constraints applied when the request sets none (None = the config default)."
+        default=None,
+        description="Constraints applied when the request sets none (None = the config default).",
     )
     budget_usd: float | None = Field(
-        None, ge=0, description="Spend limit in USD for this key (None = the config default)."
+        default=None, ge=0, description="Spend limit in USD for this key (None = the config default)."
     )
 
     @model_validator(mode="after")
@@ -57,24 +58,26 @@ class AuthConfig(BaseModel):
     model_config = _FROZEN
 
     keys_env: str | None = Field(
-        None,
+        default=None,
         description="Name of an environment variable holding the keys: a JSON list of key entries "
         "(or of strings), or comma-separated keys.",
     )
     keys_file: str | None = Field(
-        None, description="Path of a JSON file with a list of key entries (or of strings)."
+        default=None, description="Path of a JSON file with a list of key entries (or of strings)."
     )
     keys: tuple[KeyEntry, ...] = Field(
-        (), description="Key entries given inline (use key_sha256 here: config files get shared)."
+        default=(), description="Key entries given inline (use key_sha256 here: config files get shared)."
     )
     default_allowed_targets: tuple[str, ...] | None = Field(
-        None, description="Target ids a key may use when its entry says nothing (None = all)."
+        default=None, description="Target ids a key may use when its entry says nothing (None = all)."
     )
     default_constraints: Constraints = Field(
-        default_factory=Constraints, description="Constraints for requests that set none."
+        default_factory=lambda: Constraints.model_validate({}), description="Constraints for requests that set none."
     )
     default_budget_usd: float | None = Field(
-        None, ge=0, description="Spend limit in USD per key when its entry says nothing (None = none)."
+        default=None,
+        ge=0,
+        description="Spend limit in USD per key when its entry says nothing (None = none).",
     )
 
 

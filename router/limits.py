@@ -11,22 +11,24 @@ class LimitsConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     max_body_bytes: int = Field(
-        1_000_000, ge=1024, description="Largest request body accepted, in bytes; larger → 413."
+        default=1_000_000, ge=1024, description="Largest request body accepted, in bytes; larger → 413."
     )
     max_prompt_tokens: int | None = Field(
-        None,
+        default=None,
         ge=1,
         description="Largest estimated prompt accepted, in tokens (None = the largest context window "
         "of any target); longer → 400.",
     )
     max_alternates: int = Field(
-        2, ge=0, description="How many alternate targets to try after the chosen one fails before "
+        default=2, ge=0, description="How many alternate targets to try after the chosen one fails before "
         "its first token."
     )
     request_timeout_s: float = Field(
-        120.0, gt=0, description="Upper bound on one upstream call (first token for streams), in s; "
+        default=120.0, gt=0, description="Upper bound on one upstream call (first token for streams), in s; "
         "exceeded → 504 or the next alternate."
     )
     expected_output_tokens: int = Field(
-        256, ge=1, description="Output length the policy plans with when the request has no max_tokens."
+        default=256,
+        ge=1,
+        description="Output length the policy plans with when the request has no max_tokens.",
     )

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any, Protocol
 
-_LATENCY_BOUNDARIES_MS = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000]
-_DECIDE_BOUNDARIES_MS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100]
+_LATENCY_BOUNDARIES_MS: list[float] = [
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000
+]
+_DECIDE_BOUNDARIES_MS: list[float] = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100]
 
 
 class Metrics(Protocol):
@@ -88,7 +90,7 @@ class RayMetrics:
 
         self._requests = m.Counter(
             f"{prefix}_requests", description="Requests by target, endpoint and outcome.",
-            tag_keys=("target", "endpoint", "outcome"),
+            tag_keys=("target", "endpoint", "outcome"),  # type: ignore[arg-type]  # ray types it tuple[str]
         )
         self._decision = m.Histogram(
             f"{prefix}_decision_ms", description="Time the policy took to decide, ms.",
@@ -104,7 +106,7 @@ class RayMetrics:
         )
         self._fallback = m.Counter(
             f"{prefix}_fallbacks", description="Moves to an alternate target.",
-            tag_keys=("from_target", "to_target", "why"),
+            tag_keys=("from_target", "to_target", "why"),  # type: ignore[arg-type]
         )
         self._cost = m.Counter(
             f"{prefix}_cost_usd", description="Actual cost of answered requests, USD.", tag_keys=("target",),

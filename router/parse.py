@@ -24,10 +24,10 @@ class Routing(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_latency_ms: float | None = Field(None, gt=0)
+    max_latency_ms: float | None = Field(default=None, gt=0)
     latency_metric: Literal["ttft", "e2e"] | None = None
-    min_quality: float | None = Field(None, ge=0, le=1)
-    max_cost_usd: float | None = Field(None, ge=0)
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    max_cost_usd: float | None = Field(default=None, ge=0)
     allow_fallback: bool | None = None
     allowed_targets: tuple[str, ...] | None = None
 
@@ -44,13 +44,13 @@ class _Common(BaseModel):
 
     model: str = Field(..., min_length=1)
     stream: StrictBool = False
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
     routing: Routing | None = None
 
 
 class ChatRequest(_Common):
     messages: list[Message] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
 
 
 class CompletionRequest(_Common):

@@ -224,7 +224,7 @@ class RouterService:
         decision = self._decide(route, span)
         allowed = constraints.allowed_targets
         attempts: list[str] = []
-        for tid in (decision.target, *decision.alternates):
+        for tid in (decision.target or "", *decision.alternates):
             if tid in self._by_id and tid not in attempts and (allowed is None or tid in allowed):
                 attempts.append(tid)
         attempts = [t for t in attempts if self.view.healthy(t)][: 1 + self.limits.max_alternates]

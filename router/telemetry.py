@@ -21,16 +21,17 @@ class TelemetryConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     exporter: Literal["none", "console", "otlp"] = Field(
-        "none", description="Span exporter: none (spans dropped), console (stdout) or otlp (HTTP)."
+        default="none", description="Span exporter: none (spans dropped), console (stdout) or otlp (HTTP)."
     )
     otlp_endpoint: str | None = Field(
-        None,
+        default=None,
         description="OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces; required when "
         "exporter=otlp.",
     )
-    service_name: str = Field("llm-router", min_length=1, description="OpenTelemetry service.name.")
+    service_name: str = Field(default="llm-router", min_length=1, description="OpenTelemetry service.name.")
     record_prompts: bool = Field(
-        False, description="Put prompt and answer text on spans. Off by default: prompts may be private."
+        default=False,
+        description="Put prompt and answer text on spans. Off by default: prompts may be private.",
     )
 
     @model_validator(mode="after")
