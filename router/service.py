@@ -18,49 +18,25 @@ from opentelemetry.trace import Span
 
 from deployments.target import TargetClient
 from policies.base import Policy
-from policies.types import Decision, RouteRequest, Target
-from router.auth import AuthConfig, KeyStore, Principal
+from policies.types import Target
+from router.auth import AuthConfig, KeyStore
 from router.errors import (
     BadGateway,
-    BadRequest,
     NoHealthyTarget,
-    NotFound,
     RouterError,
     StreamInterrupted,
-    Unsatisfiable,
     UpstreamError,
     UpstreamTimeout,
 )
 from router.limits import LimitsConfig
 from router.metrics import Metrics, NoMetrics
-from router.parse import (
-    ChatRequest,
-    CompletionRequest,
-    Endpoint,
-    merge_constraints,
-    parse_body,
-    route_request,
-    routing_from_headers,
-)
-from router.telemetry import Telemetry, decision_attributes, record_error
+from router.parse import Endpoint
+from router.plan import Plan, Planner
+from router.telemetry import Telemetry, record_error
 from router.usage import answer_signal, content_of, split_latency, usage_of
 from router.view import LiveView
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Plan:
-    endpoint: Endpoint
-    req: ChatRequest | CompletionRequest
-    route: RouteRequest
-    principal: Principal
-    attempts: list[str]
-    reason: str
-    body: dict[str, Any]
-    span: Span
-    auto: bool
-    t0: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
@@ -108,7 +84,9 @@ class RouterService:
         self.telemetry = telemetry or Telemetry()
         self.metrics: Metrics = metrics or NoMetrics()
         self._accept = getattr(policy, "accept", None)  # cascade policies only
-        self._max_prompt = self.limits.max_prompt_tokens or max(t.context_window for t in self.targets)
+        self.planner = Planner(
+            self.targets, policy, view, self.auth, self.limits, self.telemetry, self.metrics
+        )
         self._created = int(time.time())
 
     # -- public API used by the handlers -----------------------------------------------------------
@@ -118,7 +96,7 @@ class RouterService:
         """Non-streaming request: (OpenAI response dict, x-router-* headers)."""
         span = self.telemetry.server(endpoint, _model_of(body))
         try:
-            plan = self._prepare(body, headers, endpoint, span)
+            plan = self.planner.plan(body, headers, endpoint, span)
             resp, tid, reason, cost = await self._run(plan)
             self.metrics.request(tid, endpoint, "ok")
             return resp, self._finish_span(span, tid, reason, cost, resp.get("usage"), plan)
@@ -138,7 +116,7 @@ class RouterService:
         """
         span = self.telemetry.server(endpoint, _model_of(body))
         try:
-            plan = self._prepare(body, headers, endpoint, span)
+            plan = self.planner.plan(body, headers, endpoint, span)
             plan.body["stream"] = True
             plan.body["stream_options"] = {**(plan.body.get("stream_options") or {}), "include_usage": True}
             last: BaseException | None = None
@@ -188,73 +166,8 @@ class RouterService:
         ok = any(s == "healthy" for s in states.values())
         return {"status": "ok" if ok else "degraded", "targets": states}
 
-    # -- planning -----------------------------------------------------------------------------------
-    def _prepare(
-        self, body: dict[str, Any], headers: Mapping[str, str], endpoint: Endpoint, span: Span
-    ) -> _Plan:
-        principal = self.auth.authenticate(headers.get("authorization"))
-        req = parse_body(body, endpoint)
-        self.auth.check_budget(principal)
-        constraints = merge_constraints(
-            principal.constraints, routing_from_headers(headers), req.routing,
-            key_allowed=principal.allowed_targets,
-        )
-        route = route_request(req, constraints, self.limits.expected_output_tokens)
-        self.telemetry.prompt(span, route.prompt)
-        if route.prompt_tokens > self._max_prompt:
-            raise BadRequest(
-                f"prompt of ~{route.prompt_tokens} tokens exceeds the limit of {self._max_prompt}",
-                code="context_length_exceeded",
-            )
-        upstream = {k: v for k, v in body.items() if k != "routing"}
-        if req.model != "auto":
-            tid = req.model
-            target = self._by_id.get(tid)
-            if target is None:
-                raise NotFound(f"model '{tid[:100]}' does not exist; use 'auto' or an id from /v1/models")
-            principal.check_target(tid)
-            if route.prompt_tokens > target.context_window:
-                raise BadRequest(
-                    f"prompt of ~{route.prompt_tokens} tokens exceeds the context window of '{tid}'",
-                    code="context_length_exceeded",
-                )
-            if not self.view.healthy(tid):
-                raise NoHealthyTarget(f"target '{tid}' is unavailable", headers=_reason_header("unavailable"))
-            return _Plan(endpoint, req, route, principal, [tid], "pinned", upstream, span, auto=False)
-        decision = self._decide(route, span)
-        allowed = constraints.allowed_targets
-        attempts: list[str] = []
-        for tid in (decision.target or "", *decision.alternates):
-            if tid in self._by_id and tid not in attempts and (allowed is None or tid in allowed):
-                attempts.append(tid)
-        attempts = [t for t in attempts if self.view.healthy(t)][: 1 + self.limits.max_alternates]
-        if not attempts:
-            raise NoHealthyTarget(
-                "no healthy target fits this request", headers=_reason_header("unavailable")
-            )
-        return _Plan(endpoint, req, route, principal, attempts, decision.reason, upstream, span, auto=True)
-
-    def _decide(self, route: RouteRequest, span: Span) -> Decision:
-        allowed = route.constraints.allowed_targets
-        if not any(self.view.healthy(t.id) for t in self.targets if allowed is None or t.id in allowed):
-            raise NoHealthyTarget("no healthy target", headers=_reason_header("no-healthy-target"))
-        dspan = self.telemetry.decide(span)
-        try:
-            t0 = time.perf_counter()
-            decision = self.policy.decide(route, self.view)
-            self.metrics.decision((time.perf_counter() - t0) * 1000)
-            dspan.set_attributes(decision_attributes(decision))
-        finally:
-            dspan.end()
-        if decision.outcome == "reject" or decision.target is None:
-            raise Unsatisfiable(
-                f"no target satisfies the constraints: {decision.reason}",
-                headers=_reason_header(decision.reason),
-            )
-        return decision
-
     # -- non-streaming execution --------------------------------------------------------------------
-    async def _run(self, plan: _Plan) -> tuple[dict[str, Any], str, str, float]:
+    async def _run(self, plan: Plan) -> tuple[dict[str, Any], str, str, float]:
         last: BaseException | None = None
         kept: tuple[dict[str, Any], str, str, float] | None = None  # a cascade answer we escalated from
         spent = 0.0
@@ -282,7 +195,7 @@ class RouterService:
             return kept[0], kept[1], kept[2], spent
         raise last or NoHealthyTarget("no healthy target left to try")
 
-    async def _call(self, plan: _Plan, tid: str, attempt: int) -> tuple[dict[str, Any], float]:
+    async def _call(self, plan: Plan, tid: str, attempt: int) -> tuple[dict[str, Any], float]:
         body = {**plan.body, "model": tid}
         if self._accept is not None and plan.auto and "logprobs" not in body:
             body["logprobs"] = True if plan.endpoint == "chat" else 1
@@ -306,7 +219,7 @@ class RouterService:
         call.span.end()
         return resp, cost
 
-    def _escalate(self, plan: _Plan, resp: dict[str, Any], i: int) -> bool:
+    def _escalate(self, plan: Plan, resp: dict[str, Any], i: int) -> bool:
         if self._accept is None or not plan.auto or i + 1 >= len(plan.attempts):
             return False
         text, mean_logprob = answer_signal(resp, plan.endpoint)
@@ -317,7 +230,7 @@ class RouterService:
 
     # -- streaming ----------------------------------------------------------------------------------
     async def _relay(
-        self, plan: _Plan, call: _Call, reason: str, agen: AsyncIterator[dict[str, Any]],
+        self, plan: Plan, call: _Call, reason: str, agen: AsyncIterator[dict[str, Any]],
         first: dict[str, Any],
     ) -> AsyncIterator[dict[str, Any]]:
         tid = call.tid
@@ -352,7 +265,7 @@ class RouterService:
             self._end_stream(plan, call, reason, ttft_ms, usage, pieces, failed)
 
     def _end_stream(
-        self, plan: _Plan, call: _Call, reason: str, ttft_ms: float | None,
+        self, plan: Plan, call: _Call, reason: str, ttft_ms: float | None,
         usage: dict[str, Any] | None, pieces: int, failed: BaseException | None,
     ) -> None:
         tid, cspan = call.tid, call.span
@@ -381,7 +294,7 @@ class RouterService:
         plan.span.end()
 
     # -- shared helpers -----------------------------------------------------------------------------
-    def _next_ok(self, plan: _Plan, tid: str, last: BaseException | None, escalating: bool = False) -> bool:
+    def _next_ok(self, plan: Plan, tid: str, last: BaseException | None, escalating: bool = False) -> bool:
         """May we move on to alternate `tid`? (healthy, and for escalation within the latency bound)."""
         if not self.view.healthy(tid):
             return False
@@ -396,7 +309,7 @@ class RouterService:
         self.metrics.fallback(prev, tid, "escalate" if escalating else "error")
         return True
 
-    def _start(self, plan: _Plan, tid: str, attempt: int) -> _Call:
+    def _start(self, plan: Plan, tid: str, attempt: int) -> _Call:
         span = self.telemetry.client(plan.span, plan.endpoint, tid, attempt)
         return _Call(tid, span, self.view.started(tid))
 
@@ -423,12 +336,12 @@ class RouterService:
             raise e
         return e
 
-    def _account(self, plan: _Plan, tid: str, cost: float) -> None:
+    def _account(self, plan: Plan, tid: str, cost: float) -> None:
         self.auth.charge(plan.principal, cost)
         self.metrics.cost(tid, cost)
 
     def _finish_span(
-        self, span: Span, tid: str, reason: str, cost: float, usage: Any, plan: _Plan
+        self, span: Span, tid: str, reason: str, cost: float, usage: Any, plan: Plan
     ) -> dict[str, str]:
         usage = usage or {}
         span.set_attributes({
@@ -449,10 +362,6 @@ class RouterService:
 
 def _headers(tid: str, reason: str, cost: float) -> dict[str, str]:
     return {"x-router-target": tid, "x-router-reason": reason, "x-router-cost-usd": f"{cost:.8f}"}
-
-
-def _reason_header(reason: str) -> dict[str, str]:
-    return {"x-router-target": "none", "x-router-reason": reason}
 
 
 def _model_of(body: Any) -> str | None:
