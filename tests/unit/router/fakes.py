@@ -188,11 +188,14 @@ class Rig:
         record_prompts: bool = False,
         clients: dict[str, Any] | None = None,
         clock: Any = time.monotonic,
+        quality: Any = None,
     ) -> None:
         self.targets = targets()
         self.fakes = fakes if fakes is not None else {t.id: FakeTarget(t.id) for t in self.targets}
         self.estimator = LatencyEstimator(self.targets)
-        self.view = LiveView(self.targets, self.estimator, PriorQuality(), cooldown_s=30, clock=clock)
+        self.view = LiveView(
+            self.targets, self.estimator, quality or PriorQuality(), cooldown_s=30, clock=clock
+        )
         self.exporter = InMemorySpanExporter()
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
