@@ -18,7 +18,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from router.errors import BadRequest, InternalError, NotFound, PayloadTooLarge, RouterError
+from router.errors import (
+    BadRequest,
+    InternalError,
+    NoHealthyTarget,
+    NotFound,
+    PayloadTooLarge,
+    RouterError,
+)
 from router.limits import LimitsConfig
 
 logger = logging.getLogger(__name__)
@@ -101,6 +108,24 @@ def _guard(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitab
 
     wrapped.__name__ = handler.__name__
     return wrapped
+
+
+class ServiceSlot:
+    """A `service_getter` for a Serve ingress: the replica `set()`s its service in `__init__`.
+
+    Until then (or if construction failed) requests get 503, not an AttributeError.
+    """
+
+    def __init__(self) -> None:
+        self._service: Service | None = None
+
+    def set(self, service: Service | None) -> None:
+        self._service = service
+
+    def __call__(self) -> Service:
+        if self._service is None:
+            raise NoHealthyTarget("the router is starting", code="router_starting")
+        return self._service
 
 
 def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router") -> FastAPI:

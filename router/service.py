@@ -238,6 +238,7 @@ class RouterService:
         usage: dict[str, Any] | None = None
         pieces = 0
         failed: BaseException | None = None
+        cancelled = False
         chunk = first
         try:
             while True:
@@ -253,6 +254,9 @@ class RouterService:
                     chunk = await asyncio.wait_for(agen.__anext__(), self.limits.request_timeout_s)
                 except StopAsyncIteration:
                     break
+        except (asyncio.CancelledError, GeneratorExit):  # the client went away
+            cancelled = True
+            raise
         except Exception as e:
             failed = e
             err = e if isinstance(e, StreamInterrupted) else StreamInterrupted(
@@ -261,12 +265,12 @@ class RouterService:
             logger.warning("stream from %s interrupted: %s", tid, type(e).__name__)
             yield err.body()
         finally:
+            self._end_stream(plan, call, reason, ttft_ms, usage, pieces, failed, cancelled)
             await _aclose(agen)
-            self._end_stream(plan, call, reason, ttft_ms, usage, pieces, failed)
 
     def _end_stream(
         self, plan: Plan, call: _Call, reason: str, ttft_ms: float | None,
-        usage: dict[str, Any] | None, pieces: int, failed: BaseException | None,
+        usage: dict[str, Any] | None, pieces: int, failed: BaseException | None, cancelled: bool,
     ) -> None:
         tid, cspan = call.tid, call.span
         e2e_ms = (time.perf_counter() - call.t0) * 1000
@@ -281,6 +285,9 @@ class RouterService:
             record_error(cspan, failed)
             record_error(plan.span, failed)
             self.metrics.request(tid, plan.endpoint, "stream_error")
+        elif cancelled:  # a partial answer says nothing about the target's latency
+            plan.span.set_attribute("router.cancelled", True)
+            self.metrics.request(tid, plan.endpoint, "cancelled")
         else:
             ttft = ttft_ms if ttft_ms is not None else e2e_ms
             self.view.observe(tid, ttft, (e2e_ms - ttft) / max(out - 1, 1), out, call.ticket)

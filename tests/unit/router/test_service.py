@@ -222,3 +222,31 @@ async def test_completions_endpoint_failover_and_model_rewrite() -> None:
     resp = await rig.openai().completions.create(model="auto", prompt="Once", max_tokens=8)
     assert resp.model == "big"
     assert rig.fakes["big"].calls[0][0] == "completions"
+
+
+async def test_client_disconnect_mid_stream_releases_the_target() -> None:
+    rig = Rig(_fakes(small=FakeTarget("small", answer=" ".join(["w"] * 50))))
+    chunks, headers = await rig.service.chat_stream(chat_body(stream=True), {})
+    assert headers["x-router-target"] == "small"
+    assert rig.estimator.in_flight("small") == 1
+    first = await chunks.__anext__()
+    assert first["model"] == "small"
+    await chunks.aclose()  # what Starlette does when the client goes away
+    assert rig.estimator.in_flight("small") == 0 and rig.estimator.error_rate("small") == 0
+    assert rig.metrics.requests[("small", "chat", "cancelled")] == 1
+    assert any(s.name == "POST /v1/chat/completions" for s in rig.spans())
+
+
+async def test_service_slot_answers_503_until_set() -> None:
+    import httpx
+
+    from router.api import ServiceSlot, make_app
+
+    slot = ServiceSlot()
+    app = make_app(slot)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
+        r = await http.post("/v1/chat/completions", json=chat_body())
+        assert r.status_code == 503 and r.json()["error"]["code"] == "router_starting"
+        slot.set(Rig().service)
+        r = await http.post("/v1/chat/completions", json=chat_body())
+        assert r.status_code == 200
