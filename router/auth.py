@@ -72,7 +72,8 @@ class AuthConfig(BaseModel):
         default=None, description="Target ids a key may use when its entry says nothing (None = all)."
     )
     default_constraints: Constraints = Field(
-        default_factory=lambda: Constraints.model_validate({}), description="Constraints for requests that set none."
+        default_factory=lambda: Constraints.model_validate({}),
+        description="Constraints for requests that set none.",
     )
     default_budget_usd: float | None = Field(
         default=None,
