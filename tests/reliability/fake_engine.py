@@ -1,0 +1,85 @@
+"""A fast fake model engine as a Serve deployment, with RouterLLMServer's dict-level interface.
+
+`complete(endpoint, body)` / `stream(endpoint, body)` answer with the first `max_tokens` words of a
+fixed answer after `ttft_s`, one word per `token_delay_s`; `stats()` reports calls, cancellations and
+the replica's pid so tests can check that a client disconnect cancelled the upstream stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+ANSWER = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
+
+
+def _prompt_words(endpoint: str, body: dict[str, Any]) -> int:
+    if endpoint == "chat":
+        return sum(len(str(m.get("content") or "").split()) for m in body.get("messages") or [])
+    p = body.get("prompt")
+    return len((" ".join(p) if isinstance(p, list) else str(p or "")).split())
+
+
+@serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.05})
+class FakeEngine:
+    def __init__(self, tid: str, ttft_s: float = 0.02, token_delay_s: float = 0.005, words: int = 8) -> None:
+        self.tid, self.ttft_s, self.token_delay_s, self.words = tid, ttft_s, token_delay_s, words
+        self.counts = {"complete": 0, "stream": 0, "stream_done": 0, "cancelled": 0}
+
+    def configure(self, **kw: Any) -> None:
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.counts, "pid": os.getpid(), "tid": self.tid}
+
+    def _n(self, body: dict[str, Any]) -> int:
+        cap = body.get("max_tokens") or body.get("max_completion_tokens") or self.words
+        return max(1, min(int(cap), self.words, len(ANSWER.split())))
+
+    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.counts["complete"] += 1
+        n = self._n(body)
+        await asyncio.sleep(self.ttft_s + n * self.token_delay_s)
+        text = " ".join(ANSWER.split()[:n])
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+        if endpoint == "chat":
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        p = _prompt_words(endpoint, body)
+        return {
+            "id": f"fake-{uuid.uuid4().hex[:8]}", "object": "chat.completion" if endpoint == "chat"
+            else "text_completion", "created": int(time.time()), "model": self.tid, "choices": [choice],
+            "usage": {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n},
+        }
+
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        self.counts["stream"] += 1
+        n = self._n(body)
+        base = {"id": f"fake-{uuid.uuid4().hex[:8]}", "created": int(time.time()), "model": self.tid,
+                "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion"}
+        try:
+            await asyncio.sleep(self.ttft_s)
+            for i, w in enumerate(ANSWER.split()[:n]):
+                if i:
+                    await asyncio.sleep(self.token_delay_s)
+                piece = w if i == 0 else " " + w
+                if endpoint == "chat":
+                    ch = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
+                else:
+                    ch = {"index": 0, "text": piece, "finish_reason": None}
+                yield {**base, "choices": [ch]}
+            p = _prompt_words(endpoint, body)
+            yield {**base, "choices": [],
+                   "usage": {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n}}
+            self.counts["stream_done"] += 1
+        except (asyncio.CancelledError, GeneratorExit):
+            self.counts["cancelled"] += 1
+            raise
