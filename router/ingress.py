@@ -51,12 +51,32 @@ class RouterIngress:
         self.cfg = AppConfig.model_validate(config)
         self.service = build_service(self.cfg, {tid: HandleClient(h) for tid, h in handles.items()})
         self._providers = {p.id: handles[p.id] for p in self.cfg.providers}
-        self._poller: asyncio.Task[None] | None = None
+        self._models = {f"model-{m.id}": m.id for m in self.cfg.models}
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def __serve_build_asgi_app__(self) -> Any:
+        loop = asyncio.get_running_loop()
         if self._providers:
-            self._poller = asyncio.get_running_loop().create_task(self._poll_health())
+            self._tasks.append(loop.create_task(self._poll_health()))
+        if self._models:
+            self._tasks.append(loop.create_task(self._poll_replicas()))
         return make_app(lambda: self.service)
+
+    async def _poll_replicas(self) -> None:
+        # A model whose replicas all died queues requests until Serve restarts one (about a minute for
+        # a vLLM engine). Marking it down lets the policy pick another target meanwhile.
+        app = serve.get_replica_context().app_name
+        while True:
+            try:
+                status = await asyncio.to_thread(serve.status)  # a blocking controller call: off the loop
+                deployments = status.applications[app].deployments
+                for name, tid in self._models.items():
+                    d = deployments.get(name)
+                    running = d.replica_states.get("RUNNING", 0) if d is not None else 0
+                    self.service.view.set_health(tid, None if running else False)
+            except Exception:  # status unavailable (controller restarting): keep the last known state
+                log.debug("replica status poll failed", exc_info=True)
+            await asyncio.sleep(self.cfg.ingress.health_poll_s)
 
     async def _poll_health(self) -> None:
         # Provider breakers live in the provider replicas; a cheap poll keeps the policy from choosing

@@ -27,6 +27,18 @@ class LimitsConfig(BaseModel):
         default=120.0, gt=0, description="Upper bound on one upstream call (first token for streams), in s; "
         "exceeded → 504 or the next alternate."
     )
+    attempt_timeout_floor_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Least time one attempt gets before the router gives up on it and tries the next "
+        "alternate (a target whose only replica died queues requests until Serve restarts it).",
+    )
+    attempt_timeout_factor: float = Field(
+        default=4.0,
+        gt=0,
+        description="An attempt's time limit is this factor times the predicted latency (TTFT for "
+        "streams, end to end otherwise), at least attempt_timeout_floor_s, at most request_timeout_s.",
+    )
     expected_output_tokens: int = Field(
         default=256,
         ge=1,

@@ -127,7 +127,7 @@ class RouterService:
                 agen = None
                 try:
                     agen = self.clients[tid].stream(plan.endpoint, {**plan.body, "model": tid})
-                    first = await asyncio.wait_for(agen.__anext__(), self.limits.request_timeout_s)
+                    first = await asyncio.wait_for(agen.__anext__(), self._attempt_timeout(plan, tid, True))
                 except BaseException as e:
                     await _aclose(agen)
                     last = self._upstream_failed(call, e)
@@ -202,7 +202,7 @@ class RouterService:
         call = self._start(plan, tid, attempt)
         try:
             resp = await asyncio.wait_for(
-                self.clients[tid].complete(plan.endpoint, body), self.limits.request_timeout_s
+                self.clients[tid].complete(plan.endpoint, body), self._attempt_timeout(plan, tid, False)
             )
         except BaseException as e:
             raise self._upstream_failed(call, e) from None
@@ -316,6 +316,19 @@ class RouterService:
         self.metrics.fallback(prev, tid, "escalate" if escalating else "error")
         return True
 
+    def _attempt_timeout(self, plan: Plan, tid: str, stream: bool) -> float:
+        """Time one attempt gets before failing over: a multiple of what the target should take.
+
+        A target whose replicas died does not fail fast: Serve queues the call until a replica is back
+        (a vLLM engine takes a minute to start). Bounding each attempt by its predicted latency lets
+        the request move to an alternate instead of waiting for the restart.
+        """
+        lim = self.limits
+        r = plan.route
+        ttft, e2e = self.view.latency.predict(self._by_id[tid], r.prompt_tokens, r.output_tokens)
+        predicted_s = (ttft if stream else e2e) / 1000
+        return min(lim.request_timeout_s, max(lim.attempt_timeout_floor_s, lim.attempt_timeout_factor * predicted_s))
+
     def _start(self, plan: Plan, tid: str, attempt: int) -> _Call:
         span = self.telemetry.client(plan.span, plan.endpoint, tid, attempt)
         return _Call(tid, span, self.view.started(tid))
@@ -328,7 +341,7 @@ class RouterService:
             cspan.end()
             raise e
         if isinstance(e, asyncio.TimeoutError):
-            e = UpstreamTimeout(f"target '{tid}' did not answer within {self.limits.request_timeout_s:g}s")
+            e = UpstreamTimeout(f"target '{tid}' did not answer in time")
         elif isinstance(e, StopAsyncIteration):
             e = BadGateway(f"target '{tid}' returned an empty stream")
         elif not isinstance(e, RouterError):

@@ -250,3 +250,19 @@ async def test_service_slot_answers_503_until_set() -> None:
         slot.set(Rig().service)
         r = await http.post("/v1/chat/completions", json=chat_body())
         assert r.status_code == 200
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_queued_call_to_dead_target_fails_over_after_attempt_timeout(stream: bool) -> None:
+    # A target whose only replica died does not fail: Serve queues the call until a restart. The
+    # attempt limit (factor x predicted latency, at least the floor) moves the request on.
+    limits = LimitsConfig(attempt_timeout_floor_s=0.2, attempt_timeout_factor=0.001, request_timeout_s=60)
+    rig = Rig(_fakes(small=FakeTarget("small", delay_s=30)), limits=limits)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    raw = await rig.openai().chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}], stream=stream
+    )
+    assert raw.headers["x-router-target"] == "big"
+    assert raw.headers["x-router-reason"] == "cheapest-fit+failover"
+    assert loop.time() - t0 < 10
