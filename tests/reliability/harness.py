@@ -37,10 +37,13 @@ def ray_serve(port: int, *, num_cpus: int = 8) -> Iterator[Path]:
     from ray import serve
 
     tmp = Path(tempfile.mkdtemp(prefix="rr-", dir="/tmp"))
+    # The provider key reaches the replicas by inheritance from this process's environment, as with
+    # `serve run`. Not through runtime_env env_vars: Ray writes those to runtime_env_agent.log.
+    os.environ[PROVIDER_KEY_ENV] = PROVIDER_KEY
     ray.init(
         address="local", num_cpus=num_cpus, include_dashboard=False, _temp_dir=str(tmp),
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), PROVIDER_KEY_ENV: PROVIDER_KEY}},
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
