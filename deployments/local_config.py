@@ -89,7 +89,7 @@ class LocalModelConfig(BaseModel):
     def prices(self) -> tuple[float, float]:
         """(input, output) USD per 1M tokens; derived from hardware cost over throughput if not set."""
         if self.hourly_cost_usd is not None and self.throughput_tok_s is not None:
-            per_mtok = self.hourly_cost_usd / (self.throughput_tok_s * 3600) * 1e6
-            # Prefill is far cheaper than decode on the same hardware; charge input at a tenth.
-            return per_mtok / 10, per_mtok
+            from policies.cost import local_prices
+
+            return local_prices(self.hourly_cost_usd, self.throughput_tok_s)
         return self.input_price_per_mtok or 0.0, self.output_price_per_mtok or 0.0
