@@ -11,7 +11,8 @@ Paths (labels of the JSON contract), all behind the same Serve HTTP proxy, again
   pinned       our RouterIngress, `model: "fake-a"`
   own_route    fake-a's own Serve HTTP route (one hop: proxy -> model replica)
   passthrough  a no-logic Serve ingress forwarding the body to fake-a by handle (two hops: the floor)
-  serve_llm    Ray Serve LLM's build_openai_app: skipped (reason in the JSON `skipped` map)
+  serve_llm    Ray Serve LLM's build_openai_app (OpenAiIngress -> LLMServer) with a fake LLMEngine of the
+               same latency (benchmarks/fake_serve_llm.py); its own deployment, not fake-a
   litellm      LiteLLM's proxy (separate venv, see --litellm-bin) in front of the fake OpenAI server
                (tests/support/fake_openai.py, same delays); `provider_direct` = that server directly,
                the baseline LiteLLM's added latency is measured over.
@@ -45,11 +46,8 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 PATHS = ("auto", "pinned", "own_route", "passthrough", "serve_llm", "litellm")
 SERVE_LLM_SKIP = (
-    "build_openai_app needs an LLMServer whose engine is a vLLM engine (or a class injected through "
-    "RAYLLM_VLLM_ENGINE_CLS / LLMServer._default_engine_cls implementing the full LLMEngine protocol: "
-    "vLLM request/response pydantic models, placement group, model download/config resolution); "
-    "not cheap to fake within the time box, and the real-engine comparison measures the model, not "
-    "the ingress. Its two-hop shape (OpenAiIngress -> LLMServer by handle) is what `passthrough` measures."
+    "build_openai_app with a fake engine (benchmarks/fake_serve_llm.py: LLMServer._default_engine_cls)"
+    " could not run"
 )
 
 
@@ -198,7 +196,7 @@ def start_litellm(bin_path: str, base_url: str, port: int, tmp: Path) -> subproc
         f"      api_base: {base_url}\n"
         "      api_key: sk-bench\n"
         "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
-        "general_settings: {}\n"
+        "general_settings:\n  master_key: sk-bench-master\n"
     )
     env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
     env.pop("PYTHONPATH", None)
@@ -209,12 +207,15 @@ def start_litellm(bin_path: str, base_url: str, port: int, tmp: Path) -> subproc
     )
 
 
-def wait_http(url: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None = None) -> None:
+def wait_http(url: str, body: dict[str, Any], timeout: float, headers: dict[str, str] | None = None,
+              proc: subprocess.Popen[str] | None = None) -> None:
     import httpx
 
     deadline = time.time() + timeout
     last: Any = None
     while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
         try:
             r = httpx.post(url, json=body, headers=headers, timeout=10)
             if r.status_code == 200:
@@ -342,6 +343,20 @@ def main(argv: list[str] | None = None) -> int:
         for label, (url, b, h) in urls.items():
             wait_http(url, b, 120, h)
 
+        if "serve_llm" in wanted:
+            try:
+                from benchmarks import fake_serve_llm
+
+                fake_serve_llm.TTFT_S, fake_serve_llm.TOKEN_DELAY_S = args.ttft, args.token_delay
+                fake_serve_llm.TOKENS = args.tokens
+                serve.run(fake_serve_llm.build(model_dir(tmp)), name="serve-llm", route_prefix="/llm")
+                urls["serve_llm"] = (f"{base}/llm/v1/chat/completions", {**body, "model": "fake-a"}, {})
+                wait_http(*urls["serve_llm"], 120)
+                skipped.pop("serve_llm", None)
+            except Exception as e:  # a Ray Serve LLM internals change must not sink the other paths
+                urls.pop("serve_llm", None)
+                skipped["serve_llm"] = f"{SERVE_LLM_SKIP} (attempt failed: {type(e).__name__}: {str(e)[:300]})"
+
         if wanted & {"litellm", "provider_direct"}:
             fo, fo_url = start_fake_openai(args.ttft + (args.tokens - 1) * args.token_delay, 0.0)
             procs.append(fo)
@@ -352,11 +367,12 @@ def main(argv: list[str] | None = None) -> int:
                     lport = args.port + 1
                     procs.append(start_litellm(args.litellm_bin, fo_url, lport, tmp))
                     urls["litellm"] = (f"http://127.0.0.1:{lport}/v1/chat/completions",
-                                       {**body, "model": "fake-a"}, {"authorization": "Bearer sk-x"})
+                                       {**body, "model": "fake-a"}, {"authorization": "Bearer sk-bench-master"})
                     try:
-                        wait_http(*urls["litellm"][:2], 240, urls["litellm"][2])
+                        wait_http(*urls["litellm"][:2], 240, urls["litellm"][2], proc=procs[-1])
                     except RuntimeError as e:
-                        skipped["litellm"] = f"LiteLLM proxy did not start: {e}"
+                        tail = (tmp / "litellm.log").read_text()[-300:]
+                        skipped["litellm"] = f"LiteLLM proxy did not start: {e}: {tail}"
                         urls.pop("litellm")
                 else:
                     skipped["litellm"] = (
@@ -374,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1.0 if args.quick else 3.0)
         idle_rate = CpuMeter.delta(a, cpu.snapshot()) / (time.perf_counter() - t_idle)
         extra["idle_cpu_cores"] = round(idle_rate, 3)
-        order = [p for p in ("own_route", "passthrough", "pinned", "auto", "provider_direct", "litellm")
+        order = [p for p in ("own_route", "passthrough", "pinned", "auto", "serve_llm", "provider_direct", "litellm")
                  if p in urls and p in wanted]
         results: dict[str, dict[str, Any]] = {p: {} for p in order}
         for c in conc:
@@ -442,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / out_name).write_text(json.dumps(doc, indent=2) + "\n")
+    print(markdown(doc))
     print(f"wrote {RESULTS / out_name}")
     return 0
 
@@ -497,6 +514,20 @@ def summarize(results: dict[str, dict[str, Any]], skipped: dict[str, str], conc:
                                        "calling the same fake OpenAI server directly)",
         },
     }
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table: p50 / p99 ms and rps per path x concurrency, CPU ms per request."""
+    res = doc["results"]
+    cs = sorted({int(c) for r in res.values() for c in r})
+    lines = ["| path | " + " | ".join(f"c={c} p50 / p99 ms, rps" for c in cs) + " | CPU ms/req (c=8) |",
+             "|---|" + "---|" * (len(cs) + 1)]
+    for p, r in res.items():
+        cells = [f"{r[str(c)]['p50_ms']:.1f} / {r[str(c)]['p99_ms']:.1f}, {r[str(c)]['rps']:.0f}"
+                 if str(c) in r else "-" for c in cs]
+        cpu = r.get("8", {}).get("cpu_ms_per_req")
+        lines.append(f"| {p} | " + " | ".join(cells) + f" | {cpu if cpu is not None else '-'} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

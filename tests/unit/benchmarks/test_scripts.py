@@ -1,0 +1,67 @@
+"""The benchmark scripts run on a tiny size and write the contract keys (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+RESULTS = ROOT / "benchmarks" / "results"
+PATHS = ("auto", "pinned", "own_route", "passthrough", "serve_llm", "litellm")
+SUMMARY = (
+    "auto_vs_passthrough_p50_ms", "auto_vs_passthrough_rps_ratio", "auto_vs_own_route_p50_ms_c1",
+    "auto_vs_litellm_rps_ratio_c32", "auto_added_p99_ms_c8", "litellm_added_p99_ms_c8",
+)
+
+
+def _run(args: list[str], timeout: float) -> None:
+    r = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_overhead_quick_writes_contract_keys() -> None:
+    out = "overhead_test.json"
+    _run(["benchmarks/overhead.py", "--quick", "--concurrency", "1,8", "--seconds", "0.5",
+          "--port", "8171", "--out", out], timeout=170)
+    doc = json.loads((RESULTS / out).read_text())
+    (RESULTS / out).unlink()
+    for key in SUMMARY:
+        assert key in doc
+    for path in PATHS:
+        assert path in doc
+        if doc[path] is None:
+            assert doc["skipped"][path]
+            continue
+        for c in ("1", "8"):
+            cell = doc[path][c]
+            assert {"p50_ms", "p99_ms", "rps"} <= set(cell)
+            assert cell["rps"] > 0
+    assert doc["results"]["auto"]["1"]["targets"]  # the router answered with x-router-target
+    assert doc["results"]["auto"]["1"]["errors"] == 0
+
+
+def test_slo_quick_writes_contract_keys() -> None:
+    out = "slo_test.json"
+    _run(["benchmarks/slo.py", "--quick", "--requests", "300", "--out", out], timeout=60)
+    doc = json.loads((RESULTS / out).read_text())
+    (RESULTS / out).unlink()
+    assert doc["simulated"] is True
+    for name in ("cheapest-fit", "quality-threshold", "always-cheapest", "always-strongest", "round-robin"):
+        assert {"slo_attainment", "cost_per_1k_usd"} <= set(doc["policies"][name])
+
+
+def test_startup_config_copy_changes_port(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    import yaml
+
+    from benchmarks.startup import config_copy
+
+    out = config_copy(ROOT / "cluster.yaml", 8199, tmp_path / "c.yaml", str(tmp_path / "cache"))
+    cfg = yaml.safe_load(out.read_text())
+    assert cfg["http_options"]["port"] == 8199
+    assert cfg["applications"][0]["args"]["cache_dir"] == str(tmp_path / "cache")
