@@ -178,7 +178,9 @@ async def send(client: httpx.AsyncClient, path: str, body: dict[str, Any], tally
                 outcome = "ok" if ok else "lost"
                 tally.targets[r.headers.get("x-router-target", "?")] += 1
             else:
-                outcome = f"http_{r.status_code}" if is_openai_error(r.json()) else "lost"
+                data = r.json()
+                outcome = f"http_{r.status_code}" if is_openai_error(data) else "lost"
+                tally.problems.append(f"{r.status_code}: {str(data)[:200]}")
     except Exception as e:  # no answer at all: the accounting counts it as lost
         tally.problems.append(f"{type(e).__name__}: {e}"[:200])
         outcome = "lost"
