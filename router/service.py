@@ -127,7 +127,7 @@ class RouterService:
                 agen = None
                 try:
                     agen = self.clients[tid].stream(plan.endpoint, {**plan.body, "model": tid})
-                    first = await asyncio.wait_for(agen.__anext__(), self._attempt_timeout(plan, tid, True))
+                    first = await asyncio.wait_for(agen.__anext__(), self._attempt_timeout(plan, tid, i, True))
                 except BaseException as e:
                     await _aclose(agen)
                     last = self._upstream_failed(call, e)
@@ -202,7 +202,7 @@ class RouterService:
         call = self._start(plan, tid, attempt)
         try:
             resp = await asyncio.wait_for(
-                self.clients[tid].complete(plan.endpoint, body), self._attempt_timeout(plan, tid, False)
+                self.clients[tid].complete(plan.endpoint, body), self._attempt_timeout(plan, tid, attempt, False)
             )
         except BaseException as e:
             raise self._upstream_failed(call, e) from None
@@ -316,7 +316,7 @@ class RouterService:
         self.metrics.fallback(prev, tid, "escalate" if escalating else "error")
         return True
 
-    def _attempt_timeout(self, plan: Plan, tid: str, stream: bool) -> float:
+    def _attempt_timeout(self, plan: Plan, tid: str, attempt: int, stream: bool) -> float:
         """Time one attempt gets before failing over: a multiple of what the target should take.
 
         A target whose replicas died does not fail fast: Serve queues the call until a replica is back
@@ -324,10 +324,13 @@ class RouterService:
         the request move to an alternate instead of waiting for the restart.
         """
         lim = self.limits
+        if attempt + 1 >= len(plan.attempts):  # nothing left to fail over to: wait the full time
+            return lim.request_timeout_s
         r = plan.route
         ttft, e2e = self.view.latency.predict(self._by_id[tid], r.prompt_tokens, r.output_tokens)
         predicted_s = (ttft if stream else e2e) / 1000
-        return min(lim.request_timeout_s, max(lim.attempt_timeout_floor_s, lim.attempt_timeout_factor * predicted_s))
+        limit = max(lim.attempt_timeout_floor_s, lim.attempt_timeout_factor * predicted_s)
+        return min(lim.request_timeout_s, limit)
 
     def _start(self, plan: Plan, tid: str, attempt: int) -> _Call:
         span = self.telemetry.client(plan.span, plan.endpoint, tid, attempt)
