@@ -325,8 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         "passthrough": (f"{base}/pass", {**body, "model": "fake-a"}, {}),
     }
     t_all = time.time()
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+    for attempt in range(3):  # a loaded shared machine sometimes times out the node start
+        try:
+            ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
+            time.sleep(5)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         fake_args = {"ttft_s": args.ttft, "token_delay_s": args.token_delay, "tokens": args.tokens}
