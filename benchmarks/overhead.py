@@ -9,8 +9,9 @@ Paths (labels of the JSON contract), all behind the same Serve HTTP proxy, again
 (`benchmarks/fake_engine.py`: fixed TTFT + per-token delay, ~20 ms per non-streaming answer):
   auto         our RouterIngress, `model: "auto"` (policy cheapest-fit over two fake targets)
   pinned       our RouterIngress, `model: "fake-a"`
-  own_route    fake-a's own Serve HTTP route (one hop: proxy -> model replica)
-  passthrough  a no-logic Serve ingress forwarding the body to fake-a by handle (two hops: the floor)
+  own_route    an identical FakeLLM "fake-a" as its own app's HTTP route (one hop: proxy -> model replica)
+  passthrough  a no-logic Serve ingress forwarding the body by handle to the router app's model-fake-a
+               replica, the one `auto`/`pinned` use (two hops: the floor)
   serve_llm    Ray Serve LLM's build_openai_app (OpenAiIngress -> LLMServer) with a fake LLMEngine of the
                same latency (benchmarks/fake_serve_llm.py); its own deployment, not fake-a
   litellm      LiteLLM's proxy (separate venv, see --litellm-bin) in front of the fake OpenAI server
@@ -305,7 +306,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
     import ray
     from ray import serve
-
     from ray.serve.handle import DeploymentHandle
 
     from benchmarks.fake_engine import FakeLLM, Passthrough
@@ -338,17 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
         fake_args = {"ttft_s": args.ttft, "token_delay_s": args.token_delay, "tokens": args.tokens}
-        # Handles resolve lazily, so the apps that use them deploy together with their targets.
-        handles = {mid: DeploymentHandle(mid, mid) for mid in ("fake-a", "fake-b")}
+        # The router's models live in the router app as `model-<id>` (the ingress polls their replica
+        # status by that name, as build() lays them out); the passthrough calls the same model-fake-a
+        # replica by handle. own_route is an identical FakeLLM in its own app (a non-ingress
+        # deployment has no HTTP route of its own).
+        handles = {mid: DeploymentHandle(f"model-{mid}", "router") for mid in ("fake-a", "fake-b")}
+        models = {mid: FakeLLM.options(name=f"model-{mid}").bind(mid, **fake_args) for mid in ("fake-a", "fake-b")}
         router = RouterIngress.options(max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0.1})
         serve.run_many([
-            *(serve.RunTarget(FakeLLM.options(name=mid).bind(mid, **fake_args), name=mid, route_prefix=f"/{mid}")
-              for mid in ("fake-a", "fake-b")),
-            serve.RunTarget(Passthrough.bind(handles["fake-a"]), name="pass", route_prefix="/pass"),
-            serve.RunTarget(router.bind(router_config(model_dir(tmp)), handles), name="router",
+            serve.RunTarget(FakeLLM.options(name="fake-a").bind("fake-a", **fake_args), name="fake-a",
+                            route_prefix="/fake-a"),
+            serve.RunTarget(router.bind(router_config(model_dir(tmp)), models), name="router",
                             route_prefix="/router"),
+            serve.RunTarget(Passthrough.bind(handles["fake-a"]), name="pass", route_prefix="/pass"),
         ])
-        for label, (url, b, h) in urls.items():
+        for url, b, h in urls.values():
             wait_http(url, b, 120, h)
 
         if "serve_llm" in wanted:

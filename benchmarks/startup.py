@@ -1,7 +1,7 @@
 """Start-up (P4): `serve run cluster.yaml` to the first answered request.
 
     .venv/bin/python benchmarks/startup.py               # warm (models already prepared)
-    .venv/bin/python benchmarks/startup.py --cold        # + cold: a fresh ROUTER_CACHE_DIR (conversion included, ~4+ min)
+    .venv/bin/python benchmarks/startup.py --cold        # + cold: fresh ROUTER_CACHE_DIR (~4+ min)
 
 Runs `serve run` as a subprocess on a copy of cluster.yaml with the HTTP port changed (default 8160) and
 its own fresh local Ray (`--address local`: never someone else's running cluster),
