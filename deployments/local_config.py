@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from policies.types import LatencyPrior
+from policies.types import LatencyPrior, Target
 
 _STRICT = ConfigDict(frozen=True, extra="forbid")
 
@@ -93,3 +93,19 @@ class LocalModelConfig(BaseModel):
 
             return local_prices(self.hourly_cost_usd, self.throughput_tok_s)
         return self.input_price_per_mtok or 0.0, self.output_price_per_mtok or 0.0
+
+    def target(self) -> Target:
+        """The policy-side view of this model (kind="local")."""
+        inp, out = self.prices()
+        replicas = self.num_replicas or (self.autoscaling.min_replicas if self.autoscaling else 1)
+        return Target(
+            id=self.id,
+            kind="local",
+            input_price_per_mtok=inp,
+            output_price_per_mtok=out,
+            context_window=self.context_window,
+            quality_prior=self.quality_prior,
+            latency=self.latency,
+            replicas=max(1, replicas),
+            tags=self.tags,
+        )

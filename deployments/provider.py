@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from deployments.breaker import BreakerConfig, CircuitBreaker
 from deployments.provider_sse import END, Failure, sse_events
 from deployments.retry import RetryConfig, backoff_s, parse_retry_after
-from policies.types import Target
+from policies.types import LatencyPrior, Target
 from router.errors import (
     BadGateway,
     BadRequest,
@@ -86,6 +86,10 @@ class ProviderConfig(BaseModel):
         le=1,
         description="P(answer acceptable) when no learned predictor covers the prompt.",
     )
+    latency: LatencyPrior = Field(
+        default_factory=lambda: LatencyPrior(ttft_ms=500, tpot_ms=15, max_concurrency=64),
+        description="Cold-start latency prior the policy uses until calls are observed.",
+    )
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig, description="Time limits.")
     retry: RetryConfig = Field(default_factory=RetryConfig, description="Retry and backoff settings.")
     breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breaker settings.")
@@ -124,6 +128,7 @@ class ProviderConfig(BaseModel):
             output_price_per_mtok=self.output_price_per_mtok,
             context_window=self.context_window,
             quality_prior=self.quality_prior,
+            latency=self.latency,
         )
 
 

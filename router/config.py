@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from deployments.local_config import LocalModelConfig
 from deployments.provider import ProviderConfig
 from policies.config import LatencyConfig, PolicyConfig, QualityConfig
-from policies.types import LatencyPrior, Target
+from policies.types import Target
 from router.auth import AuthConfig
 from router.limits import LimitsConfig
 from router.telemetry import TelemetryConfig
@@ -75,38 +75,9 @@ class AppConfig(BaseModel):
                 raise ValueError(f"policy.{field}: unknown target '{ref}' (known: {', '.join(ids)})")
         return self
 
-    def targets(self, providers: tuple[ProviderConfig, ...] | None = None) -> list[Target]:
+    def targets(self) -> list[Target]:
         """Targets the policy sees: local models in config order, then providers in fallback order."""
-        out: list[Target] = []
-        for m in self.models:
-            inp, outp = m.prices()
-            out.append(
-                Target(
-                    id=m.id,
-                    kind="local",
-                    input_price_per_mtok=inp,
-                    output_price_per_mtok=outp,
-                    context_window=m.context_window,
-                    quality_prior=m.quality_prior,
-                    latency=m.latency,
-                    replicas=m.num_replicas or (m.autoscaling.min_replicas if m.autoscaling else 1) or 1,
-                    tags=m.tags,
-                )
-            )
-        for p in self.providers if providers is None else providers:
-            out.append(
-                Target(
-                    id=p.id,
-                    kind="api",
-                    input_price_per_mtok=p.input_price_per_mtok,
-                    output_price_per_mtok=p.output_price_per_mtok,
-                    context_window=p.context_window,
-                    quality_prior=p.quality_prior,
-                    latency=getattr(p, "latency", None) or LatencyPrior(ttft_ms=500, tpot_ms=15, max_concurrency=64),
-                    replicas=1,
-                )
-            )
-        return out
+        return [m.target() for m in self.models] + [p.target() for p in self.providers]
 
 
 def _default_policy() -> PolicyConfig:

@@ -159,6 +159,40 @@ def test_bad_requests_get_openai_error_bodies(app):
     assert r.status_code == 400 and "max_latncy_ms" in r.json()["error"]["message"]
 
 
+def test_tune_collect_train_eval_on_the_live_cluster(app, tmp_path, capsys):
+    """The tuning lab end to end on real answers: collect from both local models, then eval and train."""
+    import json
+
+    from policies.predictors import load_predictor
+    from policies.tuning import cli
+    from policies.types import Target
+
+    bench = tmp_path / "arith.jsonl"
+    pairs = [(a, b) for a, b in [(12, 7), (3, 4), (10, 5), (6, 2), (20, 1), (8, 8), (9, 3), (15, 4)]]
+    bench.write_text("".join(json.dumps({"prompt": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n" for a, b in pairs))
+    out = tmp_path / "collected.jsonl"
+    argv = ["collect", "--base-url", BASE, "--targets", "smollm2-135m,gemma3-270m", "--bench", str(bench),
+            "--out", str(out), "--max-tokens", "24", "--concurrency", "2", "--json"]
+    assert cli.main(argv) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {r["target"] for r in rows} == {"smollm2-135m", "gemma3-270m"} and len(rows) == 2 * len(pairs)
+    assert all(r.get("e2e_ms", 0) > 0 for r in rows)
+    capsys.readouterr()
+
+    assert cli.main(["eval", "--data", str(out), "--cv", "2", "--policies", "length", "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == len(pairs)
+    assert {"random", "oracle"} <= {p["name"] for p in report["policies"]}
+
+    art = tmp_path / "artifact"
+    assert cli.main(["train", "--data", str(out), "--kind", "logistic", "--out", str(art), "--json"]) == 0
+    predictor = load_predictor(art)
+    scores = predictor.predict(
+        "What is 2 + 2?", [Target(id="smollm2-135m", kind="local"), Target(id="gemma3-270m", kind="local")]
+    )
+    assert set(scores) == {"smollm2-135m", "gemma3-270m"} and all(0 <= v <= 1 for v in scores.values())
+
+
 def test_zz_killed_replica_fails_over_to_alternate(client):
     """Kill the cheapest model's replica; an auto request must still succeed, on the alternate."""
     import ray
