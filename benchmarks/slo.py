@@ -10,7 +10,11 @@ end-to-end bound, so they count towards SLO attainment too), 20% unconstrained. 
 arrivals at several rates around the local models' saturation.
 
 Writes benchmarks/results/slo.json: {"simulated": true, "policies": {name: {slo_attainment,
-cost_per_1k_usd, ...}} at the headline rate, "runs": every rate}.
+cost_per_1k_usd, ..., classes}} at the headline rate, "runs": every rate}. `classes` breaks each cell
+down per constraint class of the mix: slo_attainment, `feasible` (share of the class whose bound some
+target meets on an idle cluster with the request's own output length and service-time draws, honouring
+the quality floor: the ceiling no policy can beat), attainment_of_feasible, load (target shares),
+outcomes (route / fallback / best_effort / reject shares), TTFT and e2e p50/p99.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ POLICIES: dict[str, dict[str, Any]] = {
     "always-strongest": {"name": "always-strongest"},
     "round-robin": {"name": "round-robin"},
 }
+
+
+def _rounded(x: Any) -> Any:
+    if isinstance(x, float):
+        return round(x, 4 if abs(x) < 10 else 1)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "quality": round(r["quality"], 4), "rejected": round(r["rejected"], 4),
             "ttft_p50_ms": round(r["ttft_p50_ms"], 1), "ttft_p99_ms": round(r["ttft_p99_ms"], 1),
             "e2e_p99_ms": round(r["e2e_p99_ms"], 1), "load": {k: round(v, 3) for k, v in r["load"].items()},
+            "classes": [_rounded(c) for c in r["classes"]],
         }
         for r in head["policies"]
     }

@@ -167,6 +167,7 @@ def simulate(sc: Scenario, policy_cfg: dict[str, Any], arrival_kind: str = "pois
     ttft = np.full(n, np.nan)
     e2e = np.full(n, np.nan)
     chosen = np.full(n, -1)
+    outcome = np.full(n, "", dtype=object)
     events: list[tuple[float, int, int]] = []  # (time, kind 0=done/1=arrival, request)
 
     def start(i: int, tid: str, now: float) -> None:
@@ -190,6 +191,7 @@ def simulate(sc: Scenario, policy_cfg: dict[str, Any], arrival_kind: str = "pois
                                expected_output_tokens=int(sc.output_tokens_mean),
                                constraints=sc.mix[kinds[i]][1])
             d = policy.decide(req, view)
+            outcome[i] = d.outcome
             if d.target is None:
                 continue
             j = ids.index(d.target)
@@ -209,7 +211,69 @@ def simulate(sc: Scenario, policy_cfg: dict[str, Any], arrival_kind: str = "pois
             if queue[tid]:
                 start(queue[tid].popleft(), tid, now)
     wall = time.perf_counter() - t0
-    return _summary(sc, ids, by_id, chosen, kinds, ttft, e2e, true_q, p_tok, o_tok, arr, wall)
+    idle = _unloaded(sc, noise, p_tok, o_tok)
+    out = _summary(sc, ids, by_id, chosen, kinds, ttft, e2e, true_q, p_tok, o_tok, arr, wall)
+    out["classes"] = _classes(sc, ids, chosen, kinds, outcome, ttft, e2e, idle, true_q)
+    return out
+
+
+def _unloaded(sc: Scenario, noise: np.ndarray, p_tok: np.ndarray, o_tok: np.ndarray) -> dict[str, np.ndarray]:
+    """Per request and target (n x targets), the TTFT and e2e it would see on an idle cluster with its
+    own service-time draws (the ones `start` uses): what an oracle knowing the output length expects."""
+    ttft = np.empty((len(p_tok), len(sc.targets)))
+    e2e = np.empty_like(ttft)
+    for j, s in enumerate(sc.targets):
+        v = s.service
+        s2 = math.log(1.0 + v.cv * v.cv)
+        f = np.exp(-s2 / 2 + math.sqrt(s2) * noise)
+        ttft[:, j] = (v.ttft_ms + v.per_prompt_token_ms * p_tok) * f[:, 0]
+        e2e[:, j] = ttft[:, j] + np.maximum(o_tok - 1, 0) * v.tpot_ms * f[:, 1]
+    return {"ttft": ttft, "e2e": e2e}
+
+
+def _feasible(c: Constraints, lat: np.ndarray, true_q: np.ndarray) -> np.ndarray:
+    """Requests (rows of `lat`, n x targets) whose latency bound some target meets on an idle cluster.
+    With a quality floor, only targets whose true P(ok) meets it count (all of them when none does):
+    the ceiling of SLO attainment for a policy that honours the floor."""
+    ok = lat <= c.max_latency_ms
+    if c.min_quality is not None:
+        good = true_q >= c.min_quality
+        good[~good.any(axis=1)] = True
+        ok &= good
+    return ok.any(axis=1)
+
+
+def _pct(x: np.ndarray, q: float) -> float | None:
+    x = x[~np.isnan(x)]
+    return float(np.percentile(x, q)) if len(x) else None
+
+
+def _classes(sc, ids, chosen, kinds, outcome, ttft, e2e, idle, true_q) -> list[dict[str, Any]]:
+    """Per constraint class of the mix: attainment, the idle-cluster oracle ceiling (`feasible`),
+    target shares, decision outcomes, latency percentiles; to see which class misses and why."""
+    out = []
+    routed = chosen >= 0
+    for k, (w, c) in enumerate(sc.mix):
+        m = kinds == k
+        cnt = int(m.sum())
+        row: dict[str, Any] = {"class": k, "weight": w, "constraints": c.model_dump(exclude_none=True),
+                               "requests": cnt}
+        if c.max_latency_ms is not None and cnt:
+            metric = c.latency_metric
+            lat = np.nan_to_num((ttft if metric == "ttft" else e2e)[m], nan=np.inf)
+            ok = routed[m] & (lat <= c.max_latency_ms)
+            feas = _feasible(c, idle[metric][m], true_q[m])
+            row.update(slo_attainment=float(ok.mean()), feasible=float(feas.mean()),
+                       attainment_of_feasible=float(ok[feas].mean()) if feas.any() else None)
+        else:
+            row.update(slo_attainment=None, feasible=None, attainment_of_feasible=None)
+        row["load"] = {tid: float((chosen[m] == j).mean()) if cnt else 0.0 for j, tid in enumerate(ids)}
+        outs, counts = np.unique(outcome[m].astype(str), return_counts=True)
+        row["outcomes"] = {str(o): float(n_ / max(cnt, 1)) for o, n_ in zip(outs, counts, strict=True) if o}
+        for name, arr_ in (("ttft", ttft[m]), ("e2e", e2e[m])):
+            row[f"{name}_p50_ms"], row[f"{name}_p99_ms"] = _pct(arr_, 50), _pct(arr_, 99)
+        out.append(row)
+    return out
 
 
 def _summary(sc, ids, by_id, chosen, kinds, ttft, e2e, true_q, p_tok, o_tok, arr, wall) -> dict[str, Any]:
@@ -269,7 +333,41 @@ def markdown(report: dict) -> str:
             f"{r['quality']:.3f} | {r['cost_per_1k_usd']:.3f} | {r['ttft_p50_ms']:.0f} ms | "
             f"{r['ttft_p99_ms']:.0f} ms | {r['e2e_p99_ms']:.0f} ms | "
             + " | ".join(f"{100 * r['load'][t]:.0f}%" for t in ids) + f" | {r['wall_s']:.1f} |")
+    if any(r.get("classes") for r in report["policies"]):
+        lines += ["", class_markdown(report)]
     return "\n".join(lines) + "\n"
+
+
+def _class_label(c: dict[str, Any]) -> str:
+    parts = []
+    if "max_latency_ms" in c:
+        parts.append(f"{c.get('latency_metric', 'e2e')}<={c['max_latency_ms']:.0f}ms")
+    if "min_quality" in c:
+        parts.append(f"q>={c['min_quality']}")
+    if "max_cost_usd" in c:
+        parts.append(f"cost<={c['max_cost_usd']}")
+    return " ".join(parts) or "unconstrained"
+
+
+def class_markdown(report: dict) -> str:
+    """Per policy and constraint class: SLO met, the idle-cluster oracle ceiling ('feasible'), SLO met
+    among the feasible requests, target shares, non-route outcomes, TTFT and e2e p50/p99."""
+    ids = list(report["policies"][0]["load"])
+    f = lambda x, pct=True: "-" if x is None else (f"{100 * x:.1f}%" if pct else f"{x:.0f}")  # noqa: E731
+    lines = ["| policy | class | share | SLO met | feasible | met of feasible | "
+             + " | ".join(f"load {t}" for t in ids) + " | not routed as fitting | TTFT p50/p99 ms | e2e p50/p99 ms |",
+             "|" + "---|" * (9 + len(ids))]
+    for r in report["policies"]:
+        for c in r.get("classes", []):
+            other = {k: v for k, v in c["outcomes"].items() if k != "route"}
+            lines.append(
+                f"| {r['policy']} | {_class_label(c['constraints'])} | {c['weight']:.0%} | {f(c['slo_attainment'])} | "
+                f"{f(c['feasible'])} | {f(c['attainment_of_feasible'])} | "
+                + " | ".join(f"{100 * c['load'][t]:.0f}%" for t in ids) + " | "
+                + (", ".join(f"{k} {100 * v:.0f}%" for k, v in sorted(other.items())) or "-") + " | "
+                f"{f(c['ttft_p50_ms'], False)}/{f(c['ttft_p99_ms'], False)} | "
+                f"{f(c['e2e_p50_ms'], False)}/{f(c['e2e_p99_ms'], False)} |")
+    return "\n".join(lines)
 
 
 def load_scenario(path: str) -> Scenario:

@@ -67,3 +67,28 @@ def test_service_fitted_from_a_collected_table(tmp_path):
     assert simulate.fit_from_table(sc, load_file(path)) == ["small"]
     s = sc.targets[0].service
     assert s.ttft_ms == pytest.approx(40, rel=0.05) and s.tpot_ms == pytest.approx(6.0, rel=0.01)
+
+
+def test_per_class_breakdown_and_idle_ceiling():
+    sc = simulate.default_scenario()
+    sc.requests, sc.rate = 3000, 600.0
+    sc.mix = [(0.5, simulate.Constraints(max_latency_ms=1500, latency_metric="e2e")),
+              (0.3, simulate.Constraints(min_quality=0.8, max_latency_ms=6000, latency_metric="e2e")),
+              (0.2, simulate.Constraints())]
+    r = simulate.simulate(sc, {"name": "cheapest-fit", "on_unsatisfiable": "best_effort"})
+    classes = r["classes"]
+    assert [c["class"] for c in classes] == [0, 1, 2]
+    assert sum(c["requests"] for c in classes) == r["requests"]
+    e2e, qual, free = classes
+    # Outputs too long for the fastest target at 8 ms/token cannot finish in 1.5 s on an idle cluster.
+    assert 0.8 < e2e["feasible"] < 0.95
+    # Nobody beats the ceiling while honouring the floor; overall attainment is the weighted classes.
+    assert e2e["slo_attainment"] <= e2e["feasible"] + 1e-9
+    met = (e2e["slo_attainment"] * e2e["requests"] + qual["slo_attainment"] * qual["requests"])
+    assert met / (e2e["requests"] + qual["requests"]) == pytest.approx(r["slo_attainment"])
+    assert free["slo_attainment"] is None and free["feasible"] is None
+    for c in classes:
+        assert sum(c["load"].values()) == pytest.approx(1.0)
+        assert sum(c["outcomes"].values()) == pytest.approx(1.0)
+        assert c["e2e_p50_ms"] <= c["e2e_p99_ms"]
+    assert "met of feasible" in simulate.markdown(simulate.compare(sc, ["always-cheapest"]))
