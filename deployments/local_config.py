@@ -54,6 +54,9 @@ class LocalModelConfig(BaseModel):
     num_replicas: int | None = Field(1, ge=1, description="Fixed replica count (None with autoscaling).")
     autoscaling: Autoscaling | None = Field(None, description="Autoscaling instead of num_replicas.")
     max_ongoing_requests: int = Field(16, ge=1, description="Requests Serve sends one replica at once.")
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, description="Spread replicas: at most this many on one node (multi-node clusters)."
+    )
     context_window: int = Field(2048, ge=64, description="max_model_len of the engine.")
     kv_cache_memory_bytes: int | None = Field(
         256 * 2**20, ge=2**20, description="KV cache size; set on CPU so vLLM does not reserve most RAM."

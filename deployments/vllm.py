@@ -46,6 +46,8 @@ def llm_config(model: LocalModelConfig, path: str, omp_threads_bind: str | None)
         deployment["autoscaling_config"] = model.autoscaling.model_dump()
     else:
         deployment["num_replicas"] = model.num_replicas or 1
+    if model.max_replicas_per_node is not None:
+        deployment["max_replicas_per_node"] = model.max_replicas_per_node
     extra: dict[str, Any] = {}
     if model.accelerator == "cpu":
         if model.kv_cache_memory_bytes is not None:

@@ -2,7 +2,8 @@
 
 `complete(endpoint, body)` / `stream(endpoint, body)` answer with the first `max_tokens` words of a
 fixed answer after `ttft_s`, one word per `token_delay_s`; `stats()` reports calls, cancellations and
-the replica's pid so tests can check that a client disconnect cancelled the upstream stream.
+the replica's pid and node so tests can check that a client disconnect cancelled the upstream stream.
+Answer ids start with `fake-<node id prefix>-`: multi-node tests read from answers where they were served.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import ray
 from ray import serve
 
 ANSWER = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen"
@@ -31,13 +33,15 @@ class FakeEngine:
     def __init__(self, tid: str, ttft_s: float = 0.02, token_delay_s: float = 0.005, words: int = 8) -> None:
         self.tid, self.ttft_s, self.token_delay_s, self.words = tid, ttft_s, token_delay_s, words
         self.counts = {"complete": 0, "stream": 0, "stream_done": 0, "cancelled": 0}
+        # Answer ids carry the node that served them (multi-node tests read placement from answers).
+        self.node = ray.get_runtime_context().get_node_id()[:12]
 
     def configure(self, **kw: Any) -> None:
         for k, v in kw.items():
             setattr(self, k, v)
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counts, "pid": os.getpid(), "tid": self.tid}
+        return {**self.counts, "pid": os.getpid(), "tid": self.tid, "node": self.node}
 
     def _n(self, body: dict[str, Any]) -> int:
         cap = body.get("max_tokens") or body.get("max_completion_tokens") or self.words
@@ -55,7 +59,7 @@ class FakeEngine:
             choice["text"] = text
         p = _prompt_words(endpoint, body)
         return {
-            "id": f"fake-{uuid.uuid4().hex[:8]}", "object": "chat.completion" if endpoint == "chat"
+            "id": f"fake-{self.node}-{uuid.uuid4().hex[:8]}", "object": "chat.completion" if endpoint == "chat"
             else "text_completion", "created": int(time.time()), "model": self.tid, "choices": [choice],
             "usage": {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n},
         }
@@ -63,7 +67,7 @@ class FakeEngine:
     async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         self.counts["stream"] += 1
         n = self._n(body)
-        base = {"id": f"fake-{uuid.uuid4().hex[:8]}", "created": int(time.time()), "model": self.tid,
+        base = {"id": f"fake-{self.node}-{uuid.uuid4().hex[:8]}", "created": int(time.time()), "model": self.tid,
                 "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion"}
         try:
             await asyncio.sleep(self.ttft_s)

@@ -75,8 +75,14 @@ def provider(tid: str, base_url: str, **over: Any) -> dict[str, Any]:
     return cfg
 
 
-def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None) -> Any:
-    """The router app of `router.app.build`, with FakeEngine deployments in place of vLLM."""
+def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None, *,
+              engine_options: dict[str, Any] | None = None, ingress_resources: dict[str, float] | None = None
+              ) -> Any:
+    """The router app of `router.app.build`, with FakeEngine deployments in place of vLLM.
+
+    `engine_options` are extra Serve deployment options of every engine (e.g. `max_replicas_per_node`,
+    `ray_actor_options` with custom resources); `ingress_resources` pins the ingress to nodes that have them.
+    """
     from deployments.provider import ProviderDeployment
     from router.config import AppConfig
     from router.ingress import RouterIngress
@@ -85,7 +91,9 @@ def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = N
     app = AppConfig.model_validate(cfg)
     handles: dict[str, Any] = {}
     for m in app.models:
-        handles[m.id] = FakeEngine.options(name=f"model-{m.id}", num_replicas=m.num_replicas or 1).bind(
+        handles[m.id] = FakeEngine.options(
+            name=f"model-{m.id}", num_replicas=m.num_replicas or 1, **(engine_options or {})
+        ).bind(
             m.id, **(engines or {}).get(m.id, {})
         )
     for p in app.providers:
@@ -95,15 +103,15 @@ def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = N
     return RouterIngress.options(
         num_replicas=app.ingress.num_replicas,
         max_ongoing_requests=app.ingress.max_ongoing_requests,
-        ray_actor_options={"num_cpus": app.ingress.num_cpus},
+        ray_actor_options={"num_cpus": app.ingress.num_cpus, "resources": ingress_resources or {}},
     ).bind(app.model_dump(mode="json"), handles)
 
 
-def deploy(name: str, cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None) -> str:
-    """serve.run the app under /<name>; returns its base URL path prefix."""
+def deploy(name: str, cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None, **options: Any) -> str:
+    """serve.run the app under /<name> (`options` go to `build_app`); returns its base URL path prefix."""
     from ray import serve
 
-    serve.run(build_app(cfg, engines), name=name, route_prefix=f"/{name}")
+    serve.run(build_app(cfg, engines, **options), name=name, route_prefix=f"/{name}")
     return f"/{name}"
 
 

@@ -1,0 +1,30 @@
+"""The ray.serve.llm config one model entry becomes (no engine is started)."""
+
+from __future__ import annotations
+
+from deployments.local_config import LocalModelConfig
+from deployments.vllm import llm_config, omp_bind
+
+
+def entry(**over: object) -> LocalModelConfig:
+    base = {"id": "m1", "source": "/models/m1", "context_window": 1024, "input_price_per_mtok": 0.1,
+            "output_price_per_mtok": 0.2}
+    return LocalModelConfig.model_validate({**base, **over})
+
+
+def test_cpu_entry_gets_fractional_resources_kv_cache_and_its_own_core() -> None:
+    m = entry(num_replicas=2, cpu={"replica_cpus": 0.25, "engine_cpus": 0.5, "omp_threads_bind": "auto"})
+    cfg = llm_config(m, "/models/m1", omp_bind([m])["m1"])
+    dep = cfg.deployment_config
+    assert dep["num_replicas"] == 2 and "max_replicas_per_node" not in dep
+    assert dep["ray_actor_options"] == {"num_cpus": 0.25}
+    assert cfg.placement_group_config == {"bundles": [{"CPU": 0.5}]}
+    assert cfg.engine_kwargs["kv_cache_memory_bytes"] == 256 * 2**20
+    assert cfg.engine_kwargs["max_model_len"] == 1024
+    assert cfg.runtime_env["env_vars"] == {"VLLM_CPU_OMP_THREADS_BIND": "0"}
+
+
+def test_max_replicas_per_node_spreads_replicas() -> None:
+    cfg = llm_config(entry(num_replicas=4, max_replicas_per_node=1), "/models/m1", None)
+    assert cfg.deployment_config["max_replicas_per_node"] == 1
+    assert cfg.deployment_config["num_replicas"] == 4
