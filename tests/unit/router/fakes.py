@@ -54,9 +54,10 @@ class FakeTarget:
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def _usage(self, body: dict[str, Any]) -> dict[str, int]:
-        p = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", [])) or len(
-            str(body.get("prompt", "")).split()
-        )
+        # Tolerant like an engine that ignores fields of the other endpoint (fuzzed bodies carry anything).
+        msgs = body.get("messages")
+        msgs = [m for m in msgs if isinstance(m, dict)] if isinstance(msgs, list) else []
+        p = sum(len(str(m.get("content", "")).split()) for m in msgs) or len(str(body.get("prompt", "")).split())
         c = len(self.answer.split())
         return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
