@@ -65,3 +65,32 @@ def test_startup_config_copy_changes_port(tmp_path: Path) -> None:
     cfg = yaml.safe_load(out.read_text())
     assert cfg["http_options"]["port"] == 8199
     assert cfg["applications"][0]["args"]["cache_dir"] == str(tmp_path / "cache")
+
+
+def test_slo_live_judging_and_summary() -> None:
+    """The real-engine SLO script's rules, on hand-made records (its run itself needs engines: see below)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.slo_live_stats import MIX, markdown, schedule, slo_met, summarize
+
+    by_name = {c.name: c for c in MIX}
+    priors = {"small": 0.35, "api": 0.85}
+    ok = {"status": 200, "latency_ms": 900.0, "target": "small", "cost_usd": 1e-6}
+    assert slo_met(ok, by_name["e2e_1500"], priors)
+    assert not slo_met({**ok, "latency_ms": 1600.0}, by_name["e2e_1500"], priors)
+    assert not slo_met(ok, by_name["min_quality"], priors)  # answered, but by a target below 0.8
+    assert slo_met({**ok, "target": "api", "latency_ms": 9000.0}, by_name["min_quality"], priors)
+    assert slo_met({**ok, "latency_ms": 9000.0}, by_name["unconstrained"], priors)
+    assert not slo_met({**ok, "status": 0}, by_name["unconstrained"], priors)
+
+    a, b = schedule(2.0, 30.0, 1), schedule(2.0, 30.0, 1)
+    assert [(t, c.name, p) for t, c, p in a] == [(t, c.name, p) for t, c, p in b]  # seeded: same load
+    assert 30 <= len(a) <= 90 and all(0 <= t < 30 for t, _, _ in a)
+
+    recs = [{**ok, "cls": "e2e_1500"}, {**ok, "cls": "min_quality", "target": "api", "cost_usd": 1e-5},
+            {**ok, "cls": "unconstrained", "status": 0, "target": "none", "cost_usd": 0.0}]
+    s = summarize(recs, MIX, priors, {"api"}, seconds=10)
+    assert s["slo_attainment"] == round(2 / 3, 4)
+    assert s["fallback_share"] == round(1 / 3, 4) and s["error_share"] == round(1 / 3, 4)
+    assert s["cost_per_1k_usd"] == round(11e-6 / 3 * 1000, 6)
+    assert s["per_class"]["unconstrained"]["slo_attainment"] == 0.0
+    assert "| p |" in markdown({"p": {"2": s}}, [2.0])
