@@ -66,6 +66,24 @@ def loadavg() -> list[float]:
         return []
 
 
+def code_rev() -> dict[str, Any]:
+    """The code measured: git HEAD and uncommitted changes under the packages (the checkout is shared)."""
+    import subprocess
+
+    def git(*a: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    if head is None:  # a `git archive` snapshot: the caller says which commit it is
+        return {"head": os.environ.get("SLO_LIVE_CODE_REV"), "snapshot": str(ROOT)}
+    dirty = git("status", "--porcelain", "--", "policies", "router", "deployments")
+    return {"head": head, "dirty": (dirty or "").splitlines()}
+
+
 def free_port(lo: int = 8180, hi: int = 8189) -> int:
     for port in range(lo, hi + 1):
         with socket.socket() as s:
@@ -320,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine_restarts": sum(d["engines_restarted"] for d in deploys),
         "load_avg": {"start": load_start, "end": loadavg()},
         "duration_s": round(time.perf_counter() - t_all, 1),
+        "code": code_rev(),
         "machine": {"cores": os.cpu_count(), "platform": platform.platform()},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python benchmarks/slo_live.py",

@@ -68,7 +68,8 @@ def test_startup_config_copy_changes_port(tmp_path: Path) -> None:
 
 
 def test_slo_live_judging_and_summary() -> None:
-    """The real-engine SLO script's rules, on hand-made records (its run itself needs engines: see below)."""
+    """benchmarks/slo_live.py's SLO rules on hand-made records. Its --quick run is not tested here: it
+    starts two vLLM CPU engines (1.5-5.5 min on this shared 2-core machine), beyond a ~3 min test."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.slo_live_stats import MIX, markdown, schedule, slo_met, summarize
 
