@@ -8,8 +8,12 @@
    the other fitting targets in that order, then healthy api targets that do not fit (if fallback is
    allowed) so that a failed call still has somewhere to go.
 4. None fits -> with allow_fallback and a healthy api target: outcome "fallback" to the first one in
-   config order, reason 'no-local-fits:<constraints the locals missed>'. Otherwise `on_unsatisfiable`:
-   "reject" (no target) or "best_effort" (the target missing the constraints by the least).
+   config order, reason 'no-local-fits:<constraints the locals missed>' (with best_effort: only if
+   it misses the constraints by no more than the best local). Otherwise `on_unsatisfiable`: "reject"
+   (no target) or "best_effort" (the target missing the constraints by the least).
+5. Requests without a latency bound avoid loaded targets: when the cheapest fitting target's load
+   (in flight / slots) reaches 1 - `unbounded_reserve`, the cheapest fitting target below that takes
+   the request (reason 'cheapest-fit:spill'), so unbounded work does not queue ahead of bounded work.
 A "route" decision therefore always satisfies the constraints; the others say so in their outcome.
 """
 
@@ -37,6 +41,15 @@ class CheapestFitConfig(BaseModel):
         "to the target that misses the constraints by the least.",
     )
     max_alternates: int = Field(3, ge=0, description="How many alternates to return for retries.")
+    unbounded_reserve: float | None = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Share of each target's slots kept for latency-bounded requests. A request without a "
+        "latency bound whose cheapest fitting target is loaded (in flight / slots) at or above 1 - this "
+        "goes to the cheapest fitting target below it, if any, instead of queueing ahead of bounded "
+        "requests. None: always the cheapest (load is ignored for unbounded requests).",
+    )
 
 
 def _decision(
@@ -75,18 +88,33 @@ class CheapestFit:
         fitting = sorted((e for e in ests if e.fits), key=rank)
         api_spare = [e.target for e in ests if not e.fits and kinds[e.target] == "api"]
         if fitting:
-            chosen = fitting[0]
+            chosen, reason = fitting[0], "cheapest-fit"
+            reserve = self.config.unbounded_reserve
+            if c.max_latency_ms is None and reserve is not None and len(fitting) > 1:
+                load = getattr(view.latency, "load", None)  # optional: a static LatencyView has none
+                if load is not None and load(chosen.target) >= 1.0 - reserve:
+                    roomy = next((e for e in fitting[1:] if load(e.target) < 1.0 - reserve), None)
+                    if roomy is not None:
+                        fitting.remove(roomy)
+                        fitting.insert(0, roomy)
+                        chosen, reason = roomy, "cheapest-fit:spill"
             alts = [e.target for e in fitting[1:]] + api_spare
-            return _decision("route", "cheapest-fit", chosen, alts[:n_alt], ests, c)
+            return _decision("route", reason, chosen, alts[:n_alt], ests, c)
 
         why = _why_locals_fail(ests, kinds, excluded)
         api = [e for e in ests if kinds[e.target] == "api"]
-        if api:  # eligible api targets exist only when fallback is allowed
+        best_effort = self.config.on_unsatisfiable == "best_effort"
+        by_miss = sorted(ests, key=lambda e: (violation(e, c), *rank(e))) if best_effort else []
+        # The api fallback is for what the locals cannot do (quality, a down local). When it misses the
+        # constraints by more than a local does (a latency bound that a saturated local misses and a
+        # slower provider misses further), best effort on that local serves the request better and
+        # keeps the provider's capacity for the requests it can serve.
+        if api and not (by_miss and kinds[by_miss[0].target] == "local"
+                        and violation(by_miss[0], c) < violation(api[0], c)):
             return _decision(
                 "fallback", f"no-local-fits:{why}", api[0], [e.target for e in api[1:]][:n_alt], ests, c
             )
-        if self.config.on_unsatisfiable == "best_effort" and ests:
-            by_miss = sorted(ests, key=lambda e: (violation(e, c), *rank(e)))
+        if by_miss:
             alts = [e.target for e in by_miss[1:]][:n_alt]
             return _decision("best_effort", f"best-effort:{why}", by_miss[0], alts, ests, c)
         return _decision("reject", f"unsatisfiable:{why}", None, [], ests, c)

@@ -244,6 +244,12 @@ class LatencyEstimator:
         st = self._state.get(target_id)
         return st.in_flight if st else 0
 
+    def load(self, target_id: str) -> float:
+        """Requests in flight per slot (replicas x max_concurrency): below 1 a new request finds a free
+        slot, at or above 1 it queues behind `in_flight - slots` others."""
+        st = self._state.get(target_id)
+        return st.in_flight / st.slots if st else 0.0
+
     def error_rate(self, target_id: str) -> float:
         """Decayed share of recent requests that failed (0 before any)."""
         st = self._state.get(target_id)

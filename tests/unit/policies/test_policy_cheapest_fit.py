@@ -7,10 +7,11 @@ from hypothesis import strategies as st
 
 from policies.base import StaticView
 from policies.cheapest_fit import CheapestFit, CheapestFitConfig
+from policies.estimates import violation
 from policies.latency import LatencyEstimator
 from policies.predictors import PriorPredictor
 from policies.types import Constraints, LatencyPrior, RouteRequest, Target
-from tests.unit.policies.helpers import req, view
+from tests.unit.policies.helpers import TARGETS, req, view
 
 
 @st.composite
@@ -101,7 +102,19 @@ def test_cheapest_fit_properties(cluster, on_unsat):
     if satisfying:
         assert d.outcome == "route"
         assert d.target in satisfying
-        assert satisfying[d.target] <= min(satisfying.values())
+        limit = 1.0 - policy.config.unbounded_reserve
+        roomy = {tid: cost for tid, cost in satisfying.items() if est.load(tid) < limit}
+        if d.reason == "cheapest-fit:spill":
+            # An unbounded request skips loaded targets: the cheapest one is loaded, the chosen one is
+            # the cheapest of those with room.
+            assert request.constraints.max_latency_ms is None
+            assert est.load(d.target) < limit and satisfying[d.target] <= min(roomy.values())
+            assert any(est.load(t) >= limit and c <= satisfying[d.target] for t, c in satisfying.items())
+        else:
+            assert d.reason == "cheapest-fit"
+            assert satisfying[d.target] <= min(satisfying.values())
+            cheapest_loaded = est.load(d.target) >= limit
+            assert not (request.constraints.max_latency_ms is None and cheapest_loaded and roomy)
     else:
         assert d.outcome in ("fallback", "reject", "best_effort")
         if d.outcome == "fallback":
@@ -111,6 +124,12 @@ def test_cheapest_fit_properties(cluster, on_unsat):
             assert d.target is None
         else:
             assert on_unsat == "best_effort" and d.target in oracle
+            # Past an eligible api fallback only for a local that misses by less.
+            api = [e for e in d.candidates if oracle[e.target][2].kind == "api"]
+            if api:
+                chosen = next(e for e in d.candidates if e.target == d.target)
+                assert oracle[d.target][2].kind == "local"
+                assert violation(chosen, request.constraints) < violation(api[0], request.constraints)
     if d.outcome == "route":  # a route never hides a violation
         assert oracle[d.target][0]
     if d.target is not None:
@@ -169,3 +188,51 @@ def test_ties_break_on_latency_then_order():
     ]
     d = CheapestFit().decide(req(), view(ts))
     assert d.target == "b" and d.alternates == ("c", "a")
+
+
+def _loaded(n_small: int):
+    """The helpers' cluster with `n_small` requests in flight on 'small' (8 slots: 1 replica x 8)."""
+    v = view()
+    for _ in range(n_small):
+        v.latency.started("small")
+    return v
+
+
+def test_unbounded_request_spills_off_a_loaded_cheap_target():
+    v = _loaded(8)  # every slot of 'small' busy: the next request would queue
+    d = CheapestFit().decide(req(), v)
+    assert (d.target, d.outcome, d.reason) == ("mid", "route", "cheapest-fit:spill")
+    assert d.alternates[0] == "small"
+    # A latency-bounded request that 'small' still meets keeps the cheapest target.
+    assert CheapestFit().decide(req(max_latency_ms=60_000), v).target == "small"
+    # Disabled: cheapest regardless of load.
+    assert CheapestFit(CheapestFitConfig(unbounded_reserve=None)).decide(req(), v).target == "small"
+
+
+def test_unbounded_request_stays_while_cheap_target_has_room_or_nothing_else_has():
+    assert CheapestFit().decide(req(), _loaded(7)).target == "small"  # 7/8 < 0.95
+    v = _loaded(8)
+    for _ in range(8):
+        v.latency.started("mid")
+    v.latency.started("gpt")  # gpt: 1/8, below the limit
+    assert CheapestFit().decide(req(), v).target == "gpt"
+    for _ in range(7):
+        v.latency.started("gpt")
+    d = CheapestFit().decide(req(), v)
+    assert (d.target, d.reason) == ("small", "cheapest-fit")  # all loaded: cheapest
+
+
+def test_latency_miss_goes_best_effort_to_a_local_that_misses_less_than_the_api():
+    v = _loaded(10)  # 'small' queues, so it misses a tight e2e bound, but by less than the slower api
+    small, gpt = (v.latency.predict(t, 100, 64)[1] for t in (TARGETS[0], TARGETS[2]))
+    assert small < gpt
+    bound = 0.9 * small
+    d = CheapestFit(CheapestFitConfig(on_unsatisfiable="best_effort")).decide(req(max_latency_ms=bound), v)
+    assert (d.target, d.outcome) == ("small", "best_effort") and d.reason.startswith("best-effort:")
+    assert "gpt" in d.alternates
+    # reject mode keeps the api fallback (an answer that misses beats none there).
+    d = CheapestFit().decide(req(max_latency_ms=bound), v)
+    assert (d.target, d.outcome) == ("gpt", "fallback")
+    # A quality miss still falls back to the api, which misses it by less.
+    d = CheapestFit(CheapestFitConfig(on_unsatisfiable="best_effort")).decide(req(min_quality=0.95), v)
+    assert (d.target, d.outcome) == ("gpt", "fallback")

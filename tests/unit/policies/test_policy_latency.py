@@ -137,3 +137,15 @@ def test_error_rate_decays() -> None:
     for _ in range(100):
         est.observe("m", 100, 20, 10)
     assert 0 < est.error_rate("m") < 0.02
+
+
+def test_load_is_in_flight_per_slot():
+    t = Target(id="a", kind="local", replicas=2, latency=LatencyPrior(max_concurrency=4))
+    est = LatencyEstimator([t])
+    assert est.load("a") == 0.0 and est.load("unknown") == 0.0
+    tickets = [est.started("a") for _ in range(6)]
+    assert est.load("a") == 0.75
+    est.set_replicas("a", 1)
+    assert est.load("a") == 1.5
+    est.finished("a", tickets[0])
+    assert est.load("a") == 1.25
