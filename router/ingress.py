@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ray import serve
 
 from deployments.handle_client import HandleClient
 from policies.config import build_latency, build_policy, build_quality
+from policies.types import Target
 from router.api import make_app
 from router.auth import KeyStore
 from router.config import AppConfig
-from router.metrics import default_metrics
+from router.metrics import BufferedMetrics, default_metrics
 from router.service import RouterService
 from router.telemetry import Telemetry
 from router.view import LiveView
@@ -28,7 +30,8 @@ log = logging.getLogger("router")
 def build_service(cfg: AppConfig, clients: Mapping[str, Any]) -> RouterService:
     """Wire config, clients, policy and live view together (also used by tests without Serve)."""
     targets = cfg.targets()
-    view = LiveView(targets, build_latency(cfg.latency, targets), build_quality(cfg.quality, targets))
+    view = LiveView(targets, build_latency(cfg.latency, per_ingress(targets, cfg.ingress.num_replicas)),
+                    build_quality(cfg.quality, targets))
     auth = KeyStore.from_config(cfg.auth)
     if auth.open:
         log.warning("router: no API keys configured: the endpoint is open to anyone who can reach it")
@@ -42,6 +45,15 @@ def build_service(cfg: AppConfig, clients: Mapping[str, Any]) -> RouterService:
         telemetry=Telemetry(cfg.telemetry),
         metrics=default_metrics(),
     )
+
+
+def per_ingress(targets: Sequence[Target], ingress_replicas: int) -> list[Target]:
+    """Each ingress replica sees only its own in-flight requests, so its latency model gets its share of
+    every target's slots (else with N ingress replicas each would think the targets N times emptier)."""
+    if ingress_replicas <= 1:
+        return list(targets)
+    return [t.model_copy(update={"latency": t.latency.model_copy(update={
+        "max_concurrency": max(1, math.ceil(t.latency.max_concurrency / ingress_replicas))})}) for t in targets]
 
 
 @serve.deployment(name="router")
@@ -60,12 +72,33 @@ class RouterIngress:
             self._tasks.append(loop.create_task(self._poll_health()))
         if self._models:
             self._tasks.append(loop.create_task(self._poll_replicas()))
+        if isinstance(self.service.metrics, BufferedMetrics):
+            self._tasks.append(loop.create_task(self._flush_metrics(self.service.metrics)))
         return make_app(lambda: self.service)
+
+    def __del__(self) -> None:  # Serve calls this on graceful shutdown: the last second of metrics
+        metrics = getattr(getattr(self, "service", None), "metrics", None)
+        if isinstance(metrics, BufferedMetrics):
+            try:
+                metrics.flush()
+            except Exception:
+                pass
+
+    async def _flush_metrics(self, metrics: BufferedMetrics) -> None:
+        # Recording a Ray metric costs more than a routing decision; the request path only appends to
+        # buffers, and this task hands them to Ray's exporter in one go.
+        while True:
+            await asyncio.sleep(self.cfg.ingress.metrics_flush_s)
+            try:
+                metrics.flush()
+            except Exception:  # a metrics failure must never take the router down
+                log.warning("metrics flush failed", exc_info=True)
 
     async def _poll_replicas(self) -> None:
         # A model whose replicas all died queues requests until Serve restarts one (about a minute for
         # a vLLM engine). Marking it down lets the policy pick another target meanwhile.
         app = serve.get_replica_context().app_name
+        set_replicas = getattr(self.service.view.latency, "set_replicas", None)
         while True:
             try:
                 status = await asyncio.to_thread(serve.status)  # a blocking controller call: off the loop
@@ -74,6 +107,8 @@ class RouterIngress:
                     d = deployments.get(name)
                     running = d.replica_states.get("RUNNING", 0) if d is not None else 0
                     self.service.view.set_health(tid, None if running else False)
+                    if running and set_replicas is not None:  # autoscaling, or replicas lost with a node
+                        set_replicas(tid, running)
             except Exception:  # status unavailable (controller restarting): keep the last known state
                 log.debug("replica status poll failed", exc_info=True)
             await asyncio.sleep(self.cfg.ingress.health_poll_s)

@@ -9,7 +9,7 @@ import pytest
 
 from policies.types import Constraints
 from router.errors import BadRequest
-from router.metrics import InMemoryMetrics, NoMetrics, default_metrics
+from router.metrics import BufferedMetrics, InMemoryMetrics, NoMetrics, default_metrics
 from router.parse import (
     Routing,
     estimate_tokens,
@@ -109,8 +109,49 @@ def test_metrics_in_memory_and_default_without_ray() -> None:
     assert isinstance(default_metrics(), NoMetrics)  # Ray not initialised in unit tests
 
 
+def test_buffered_metrics_reach_the_sink_only_on_flush_summed_per_label_set() -> None:
+    sink = InMemoryMetrics()
+    m = BufferedMetrics(sink)
+    for _ in range(3):
+        m.request("small", "chat", "ok")
+        m.e2e("small", 20.0)
+    m.request("big", "chat", "stream_error")
+    m.fallback("small", "big", "error")
+    m.cost("small", 0.5)
+    m.cost("small", 0.0)  # zero costs are not counted
+    m.decision(0.1)
+    m.ttft("big", 5.0)
+    assert not sink.requests and not sink.e2e_ms and not sink.decisions_ms
+    assert m.flush() == 2 + 1 + 1 + 5
+    assert sink.requests == {("small", "chat", "ok"): 3, ("big", "chat", "stream_error"): 1}
+    assert sink.e2e_ms == {"small": [20.0] * 3} and sink.ttft_ms == {"big": [5.0]}
+    assert sink.decisions_ms == [0.1] and sink.cost_usd == {"small": 0.5}
+    assert sink.fallbacks == {("small", "big", "error"): 1}
+    assert m.flush() == 0  # drained
+
+
+def test_buffered_metrics_flush_inline_when_nobody_flushes() -> None:
+    sink = InMemoryMetrics()
+    m = BufferedMetrics(sink, max_pending=10)
+    for _ in range(25):
+        m.e2e("small", 1.0)
+    assert len(sink.e2e_ms["small"]) == 20 and len(m._observed) == 5
+
+
 def test_request_path_modules_do_not_import_ray() -> None:
     code = ("import sys, router.service, router.api, router.view, router.metrics, router.telemetry; "
             "print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_each_ingress_replica_models_its_share_of_target_slots() -> None:
+    from policies.types import Target
+    from router.ingress import per_ingress
+
+    t = Target(id="small", kind="local", input_price_per_mtok=0.1, output_price_per_mtok=0.2,
+               context_window=2048, quality_prior=0.5, latency={"max_concurrency": 8})
+    assert per_ingress([t], 1) == [t]
+    assert [x.latency.max_concurrency for x in per_ingress([t], 3)] == [3]  # ceil(8 / 3)
+    assert per_ingress([t], 16)[0].latency.max_concurrency == 1
+    assert per_ingress([t], 3)[0].latency.ttft_ms == t.latency.ttft_ms
