@@ -78,7 +78,8 @@ def provider(tid: str, base_url: str, **over: Any) -> dict[str, Any]:
 def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None, *,
               engine_options: dict[str, Any] | None = None, ingress_resources: dict[str, float] | None = None
               ) -> Any:
-    """The router app of `router.app.build`, with FakeEngine deployments in place of vLLM.
+    """The router app of `router.app.build`, with FakeEngine deployments in place of vLLM for models whose
+    source is "fake" (others get their real vLLM engine, prepared beforehand by `routerctl prepare-models`).
 
     `engine_options` are extra Serve deployment options of every engine (e.g. `max_replicas_per_node`,
     `ray_actor_options` with custom resources); `ingress_resources` pins the ingress to nodes that have them.
@@ -91,11 +92,15 @@ def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = N
     app = AppConfig.model_validate(cfg)
     handles: dict[str, Any] = {}
     for m in app.models:
+        if m.source != "fake":  # a real vLLM CPU engine, exactly as router.app.build binds it
+            from deployments.prepare import model_path
+            from deployments.vllm import build_model_deployment, omp_bind
+
+            handles[m.id] = build_model_deployment(m, model_path(m.id, m.source, None), omp_bind([m])[m.id])
+            continue
         handles[m.id] = FakeEngine.options(
             name=f"model-{m.id}", num_replicas=m.num_replicas or 1, **(engine_options or {})
-        ).bind(
-            m.id, **(engines or {}).get(m.id, {})
-        )
+        ).bind(m.id, **(engines or {}).get(m.id, {}))
     for p in app.providers:
         handles[p.id] = ProviderDeployment.options(
             name=f"provider-{p.id}", ray_actor_options={"num_cpus": 0.05}
@@ -124,6 +129,15 @@ def replica_actors(app: str, deployment: str) -> list[tuple[str, str]]:
         if a["name"].startswith(f"SERVE_REPLICA::{app}#{deployment}#"):
             out.append((a["name"], a["namespace"]))
     return out
+
+
+def real_model(tid: str, **over: Any) -> dict[str, Any]:
+    """cluster.yaml's entry for a real local model (a vLLM CPU engine), with `over` applied."""
+    import yaml
+
+    args = yaml.safe_load((ROOT / "cluster.yaml").read_text())["applications"][0]["args"]
+    (entry,) = [m for m in args["models"] if m["id"] == tid]
+    return {**entry, **over}
 
 
 def chat(text: str = "hello there", *, model: str = "auto", stream: bool = False, **extra: Any) -> dict:

@@ -1,6 +1,9 @@
 """A bounded soak at a steady rate with accounting and an ingress-replica memory / connection bound, and
 a config reload (`serve.run` of a changed app) with non-streaming requests in flight.
 
+The app has two fast fake engines and one real vLLM CPU engine (SmolLM2 from cluster.yaml); one in 40 of
+the soak's requests are pinned to the real one (it is priced above the fakes so `auto` goes to them).
+
 SOAK_SECONDS (default 60) sets the soak length; RELIABILITY.md reports a 300 s run.
 """
 
@@ -15,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.reliability.harness import build_app, chat, deploy, model, ray_serve, record, steady_load
+from tests.reliability.harness import build_app, chat, deploy, model, ray_serve, real_model, record, steady_load
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 PORT = 8230
@@ -26,8 +29,11 @@ RSS_GROWTH_BOUND_MB = 60
 
 
 def soak_config(timeout_s: float = 10) -> dict:
-    return {"models": [model("fast-a", 0.01, 0.5), model("fast-b", 0.02, 0.6)],
+    return {"models": [model("fast-a", 0.01, 0.5), model("fast-b", 0.02, 0.6), REAL],
             "limits": {"request_timeout_s": timeout_s}}
+
+
+REAL = real_model("smollm2-135m", input_price_per_mtok=0.5, output_price_per_mtok=1.0)
 
 
 ENGINES = {"fast-a": {"ttft_s": 0.02, "token_delay_s": 0.005},
@@ -49,8 +55,12 @@ def _ingress() -> psutil.Process:
 
 def test_soak(soak_app):
     path = soak_app + "/v1/chat/completions"
-    bodies = [chat("soak request", max_tokens=8), chat("soak stream", stream=True, max_tokens=8),
-              chat("soak quality", routing={"min_quality": 0.55}), chat("soak pinned", model="fast-a")]
+    fakes = [chat("soak request", max_tokens=8), chat("soak stream", stream=True, max_tokens=8),
+             chat("soak quality", routing={"min_quality": 0.55}), chat("soak pinned", model="fast-a")]
+    real = [chat("What is the capital of France?", model=REAL["id"], max_tokens=4, temperature=0),
+            chat("Name a colour.", model=REAL["id"], max_tokens=4, temperature=0, stream=True)]
+    # 1 in 40 to the real engine (0.5 req/s at 20 req/s): what a 0.5-CPU SmolLM2 sustains with room to spare
+    bodies = [*(fakes * 10)[:-1], real[0], *(fakes * 10)[:-1], real[1]]
     warm = asyncio.run(steady_load(BASE, path, bodies, rate=SOAK_RATE, duration_s=5))
     assert warm.lost == 0
     proc = _ingress()
@@ -76,12 +86,13 @@ def test_soak(soak_app):
     conns1 = len(proc.net_connections())
     fds1 = proc.num_fds()
     growth_mb = (rss1 - rss0) / 2**20
-    record(f"soak {SOAK_SECONDS:.0f} s at {SOAK_RATE:g} req/s (fake engines, 1/4 streams)", tally,
+    record(f"soak {SOAK_SECONDS:.0f} s at {SOAK_RATE:g} req/s (2 fake engines + real SmolLM2 for 1/40)", tally,
            seconds=round(elapsed, 1), ingress_rss_mb=[round(rss0 / 2**20), round(rss1 / 2**20)],
            rss_peak_mb=round(max(samples + [rss1]) / 2**20), ingress_conns=[conns0, conns1],
            ingress_fds=[fds0, fds1])
     assert tally.lost == 0, (tally.row(), tally.problems[:5])
     assert tally.outcomes == {"ok": tally.sent}, tally.row()
+    assert tally.targets[REAL["id"]] >= tally.sent // 40, tally.targets  # the real engine answered its share
     assert tally.sent >= 0.9 * SOAK_RATE * SOAK_SECONDS
     assert growth_mb < RSS_GROWTH_BOUND_MB, growth_mb
     assert conns1 <= conns0 + 10 and fds1 <= fds0 + 20, (conns0, conns1, fds0, fds1)
