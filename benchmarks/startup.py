@@ -1,22 +1,26 @@
 """Start-up (P4): `serve run cluster.yaml` to the first answered request.
 
     .venv/bin/python benchmarks/startup.py               # warm (models already prepared)
-    .venv/bin/python benchmarks/startup.py --cold        # + cold: fresh ROUTER_CACHE_DIR (~4+ min)
+    .venv/bin/python benchmarks/startup.py --cold        # + cold: prepare-models into a fresh cache, then run
 
 Runs `serve run` as a subprocess on a copy of cluster.yaml with the HTTP port changed (default 8160) and
 its own fresh local Ray (`--address local`: never someone else's running cluster),
 then polls `POST /v1/chat/completions` (model auto, 4 tokens) until a 200. Time 0 = just before the
-subprocess starts; the run is torn down with SIGINT (serve run shuts its cluster down) after.
-Writes benchmarks/results/startup.json: {warm_s, cold_s, ...}.
+subprocess starts; the run is torn down with SIGINT (serve run shuts its cluster down) after. Each run
+gets its own RAY_TMPDIR, whose replica logs give a per-engine timeline (where the seconds went).
+Writes benchmarks/results/startup.json: {warm_s, cold_s, warm.timeline, ...}.
 """
 
 from __future__ import annotations
 
 import argparse
+import calendar
 import datetime as dt
 import json
 import os
 import platform
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,11 +47,54 @@ def config_copy(src: Path, port: int, dst: Path, cache_dir: str | None) -> Path:
     return dst
 
 
+_VLLM_LINE = re.compile(r"^\((\w+) pid=\d+\) \w+ (\d\d-\d\d \d\d:\d\d:\d\d) \[[\w.]+:\d+\] (.*)$")
+_PHASES = (  # (key, process, text the line starts with); first match wins
+    ("engine_core_up_s", "EngineCore", ""),
+    ("worker_up_s", "Worker", ""),
+    ("weights_loaded_s", "Worker", "Loading weights took"),
+    ("engine_ready_s", "EngineCore", "init engine"),
+)
+
+
+def timeline(ray_tmp: Path, t0_wall: float) -> dict[str, Any]:
+    """Where start-up time went, from the Ray session's replica logs (seconds after `serve run` began):
+    per model replica, when its process first logged (Ray worker start + importing ray.serve.llm/vLLM),
+    when vLLM's EngineCore and Worker processes (each a spawn + import) first logged, weights loaded,
+    engine ready, and the replica's last line (ready to serve)."""
+    year = time.gmtime(t0_wall).tm_year
+    out: dict[str, Any] = {}
+    for f in sorted(ray_tmp.glob("session_*/logs/worker-*.out")):
+        lines = f.read_text(errors="replace").splitlines()
+        actor = next((ln.split(":actor_name:", 1)[1] for ln in lines[:3] if ln.startswith(":actor_name:")), "")
+        if not actor.startswith("ServeReplica:"):
+            continue
+        name = actor.rsplit(":", 1)[-1]
+        row: dict[str, Any] = {}
+        for ln in lines:
+            m = _VLLM_LINE.match(ln)
+            if not m:
+                continue
+            proc, stamp, text = m.groups()
+            t = calendar.timegm(time.strptime(f"{year}-{stamp}", "%Y-%m-%d %H:%M:%S")) - t0_wall
+            row.setdefault("replica_first_log_s", round(t, 1))
+            for key, p, prefix in _PHASES:
+                if key not in row and proc == p and text.startswith(prefix):
+                    row[key] = round(t, 1)
+            if proc == "MainProcess":
+                row["replica_last_log_s"] = round(t, 1)
+        if row:
+            out[name] = row
+    return out
+
+
 def time_to_first_answer(cfg: Path, port: int, timeout: float, log: Path, env: dict[str, str]) -> dict[str, Any]:
     import httpx
 
     body = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))  # this run's own Ray logs, for timeline()
+    env = {**env, "RAY_TMPDIR": str(ray_tmp)}
+    t0_wall = time.time()
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(
@@ -84,7 +131,20 @@ def time_to_first_answer(cfg: Path, port: int, timeout: float, log: Path, env: d
             proc.wait()
     if not result["ok"]:
         result["log_tail"] = log.read_text()[-2000:]
+    try:
+        result["timeline"] = timeline(ray_tmp, t0_wall)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     return result
+
+
+def prepare_models(cfg: Path, env: dict[str, str], log: Path) -> float:
+    """`routerctl prepare-models` (GGUF -> safetensors on a fresh cache): the first half of a cold start."""
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        subprocess.run([str(Path(sys.executable).parent / "routerctl"), "prepare-models", str(cfg)],
+                       cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env, check=True)
+    return round(time.perf_counter() - t0, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,12 +166,17 @@ def main(argv: list[str] | None = None) -> int:
     print("warm:", {k: v for k, v in warm.items() if k != "log_tail"}, flush=True)
     cold: dict[str, Any] | None = None
     if args.cold:
+        # Cold = what `make run` does on a fresh machine after installing: prepare the models (convert the
+        # packaged GGUFs into a fresh cache dir), then serve run.
         cache = tmp / "cold-cache"
         cold_env = {**env, "ROUTER_CACHE_DIR": str(cache)}
-        cold = time_to_first_answer(
-            config_copy(Path(args.config), args.port, tmp / "cold.yaml", str(cache)), args.port,
-            args.timeout, tmp / "cold.log", cold_env,
-        )
+        cold_cfg = config_copy(Path(args.config), args.port, tmp / "cold.yaml", str(cache))
+        prep_s = prepare_models(cold_cfg, cold_env, tmp / "prepare.log")
+        cold = time_to_first_answer(cold_cfg, args.port, args.timeout, tmp / "cold.log", cold_env)
+        cold["prepare_models_s"] = prep_s
+        cold["serve_run_s"] = cold.get("seconds")
+        if cold.get("seconds") is not None:
+            cold["seconds"] = round(prep_s + cold["seconds"], 1)
         print("cold:", {k: v for k, v in cold.items() if k != "log_tail"}, flush=True)
     doc = {
         "warm_s": warm.get("seconds"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,28 @@ def test_startup_config_copy_changes_port(tmp_path: Path) -> None:
     cfg = yaml.safe_load(out.read_text())
     assert cfg["http_options"]["port"] == 8199
     assert cfg["applications"][0]["args"]["cache_dir"] == str(tmp_path / "cache")
+
+
+def test_startup_timeline_reads_phases_from_replica_logs(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.startup import timeline
+
+    logs = tmp_path / "session_x" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "worker-1.out").write_text("\n".join([
+        ":job_id:01000000", ":actor_name:ServeReplica:router:model-small",
+        "(MainProcess pid=7) INFO 11-23 10:00:20 [model.py:1] Resolved architecture: X",
+        "(EngineCore pid=8) INFO 11-23 10:00:50 [core.py:1] Initializing a V1 LLM engine",
+        "(Worker pid=9) INFO 11-23 10:01:05 [cpu_worker.py:1] libtcmalloc is not found",
+        "(Worker pid=9) INFO 11-23 10:01:09 [default_loader.py:1] Loading weights took 2.2 seconds",
+        "(EngineCore pid=8) INFO 11-23 10:01:11 [core.py:2] init engine (profile, ...) took 0.6 s",
+        "(MainProcess pid=7) INFO 11-23 10:01:15 [hf.py:1] Detected the chat template",
+    ]))
+    (logs / "worker-2.out").write_text(":job_id:01000000\n:actor_name:SomethingElse\n")
+    t0 = calendar.timegm(time.strptime("2026-11-23 10:00:00", "%Y-%m-%d %H:%M:%S"))
+    assert timeline(tmp_path, t0) == {"model-small": {
+        "replica_first_log_s": 20, "engine_core_up_s": 50, "worker_up_s": 65, "weights_loaded_s": 69,
+        "engine_ready_s": 71, "replica_last_log_s": 75}}
 
 
 def test_slo_live_judging_and_summary() -> None:
