@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     from tests.support.fake_openai import fake_openai_subprocess
 
     key = "sk-slo-live-" + secrets.token_hex(12)
