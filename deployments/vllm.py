@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from deployments.local_config import LocalModelConfig
+from deployments.vllm_plugin import FLAG as FORK_FLAG
 
 _DONE = "[DONE]"
 
@@ -55,7 +56,7 @@ def llm_config(model: LocalModelConfig, path: str, omp_threads_bind: str | None)
         deployment["ray_actor_options"] = {"num_cpus": model.cpu.replica_cpus}
         extra["accelerator_config"] = {"kind": "cpu"}
         extra["placement_group_config"] = {"bundles": [{"CPU": model.cpu.engine_cpus}]}
-        env: dict[str, str] = {}
+        env: dict[str, str] = {FORK_FLAG: "1"}  # deployments/vllm_plugin.py: fork the engine's Worker
         if omp_threads_bind:
             env["VLLM_CPU_OMP_THREADS_BIND"] = omp_threads_bind
         extra["runtime_env"] = {"env_vars": env}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from deployments.local_config import LocalModelConfig
 from deployments.vllm import llm_config, omp_bind
 
@@ -21,10 +23,26 @@ def test_cpu_entry_gets_fractional_resources_kv_cache_and_its_own_core() -> None
     assert cfg.placement_group_config == {"bundles": [{"CPU": 0.5}]}
     assert cfg.engine_kwargs["kv_cache_memory_bytes"] == 256 * 2**20
     assert cfg.engine_kwargs["max_model_len"] == 1024
-    assert cfg.runtime_env["env_vars"] == {"VLLM_CPU_OMP_THREADS_BIND": "0"}
+    assert cfg.runtime_env["env_vars"] == {"VLLM_CPU_OMP_THREADS_BIND": "0", "ROUTER_VLLM_FORK_WORKER": "1"}
 
 
 def test_max_replicas_per_node_spreads_replicas() -> None:
     cfg = llm_config(entry(num_replicas=4, max_replicas_per_node=1), "/models/m1", None)
     assert cfg.deployment_config["max_replicas_per_node"] == 1
     assert cfg.deployment_config["num_replicas"] == 4
+
+
+def test_fork_plugin_only_switches_a_forced_spawn_outside_ray(monkeypatch) -> None:
+    from importlib.metadata import entry_points
+
+    from deployments import vllm_plugin
+
+    names = {e.name: e.value for e in entry_points(group="vllm.general_plugins")}
+    assert names.get("router_fork_worker") == "deployments.vllm_plugin:register"  # installed, vLLM finds it
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    monkeypatch.delenv("ROUTER_VLLM_FORK_WORKER", raising=False)
+    vllm_plugin.register()
+    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"  # not opted in: untouched
+    monkeypatch.setenv("ROUTER_VLLM_FORK_WORKER", "1")
+    vllm_plugin.register()
+    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"  # the EngineCore (Ray not initialised here)
