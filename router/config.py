@@ -32,6 +32,9 @@ class IngressConfig(BaseModel):
     max_ongoing_requests: int = Field(256, ge=1, description="Requests one ingress replica takes at once.")
     num_cpus: float = Field(0.1, gt=0, description="num_cpus of an ingress replica actor.")
     health_poll_s: float = Field(1.0, gt=0, description="How often the ingress polls provider breakers.")
+    replica_poll_s: float = Field(
+        2.0, gt=0, description="How often the ingress asks Serve which model deployments have running replicas."
+    )
     metrics_flush_s: float = Field(
         1.0, gt=0, le=60, description="How often buffered metrics go to the exporter (off the request path)."
     )

@@ -44,7 +44,7 @@ def app(provider, tmp_path_factory):
     args["providers"] = [
         {**args["providers"][0], "base_url": provider.base_url, "model": "fake-gpt", "api_key_env": "E2E_PROVIDER_KEY"}
     ]
-    args["ingress"] = {"health_poll_s": 0.5}
+    args["ingress"] = {"health_poll_s": 0.5, "replica_poll_s": 0.5}
     ray.init(address="local", num_cpus=8, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")))
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     started = time.monotonic()
@@ -124,7 +124,8 @@ def test_high_min_quality_goes_to_fallback_provider(client, provider):
 
 def test_tight_latency_header_goes_to_fallback(client):
     headers, _ = _ask(
-        client, "auto", "hi", max_tokens=200, extra_headers={"x-router-max-latency-ms": "600", "x-router-latency-metric": "e2e"}
+        client, "auto", "hi", max_tokens=200,
+        extra_headers={"x-router-max-latency-ms": "600", "x-router-latency-metric": "e2e"},
     )
     # 200 tokens at the local priors (25-40 ms/token) cannot finish in 600 ms; the provider's prior can
     # not either, so the policy falls back to the provider as the allowed best effort.
@@ -149,7 +150,8 @@ def test_completions_endpoint_and_models(client):
 def test_bad_requests_get_openai_error_bodies(app):
     r = httpx.post(f"{BASE}/v1/chat/completions", content=b"{not json", timeout=30)
     assert r.status_code == 400 and r.json()["error"]["message"]
-    r = httpx.post(f"{BASE}/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}, timeout=30)
+    r = httpx.post(f"{BASE}/v1/chat/completions",
+                   json={"model": "nope", "messages": [{"role": "user", "content": "x"}]}, timeout=30)
     assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
     r = httpx.post(
         f"{BASE}/v1/chat/completions",
@@ -169,7 +171,8 @@ def test_tune_collect_train_eval_on_the_live_cluster(app, tmp_path, capsys):
 
     bench = tmp_path / "arith.jsonl"
     pairs = [(a, b) for a, b in [(12, 7), (3, 4), (10, 5), (6, 2), (20, 1), (8, 8), (9, 3), (15, 4)]]
-    bench.write_text("".join(json.dumps({"prompt": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n" for a, b in pairs))
+    bench.write_text("".join(json.dumps({"prompt": f"What is {a} + {b}?", "answer": str(a + b)}) + "\n"
+                             for a, b in pairs))
     out = tmp_path / "collected.jsonl"
     argv = ["collect", "--base-url", BASE, "--targets", "smollm2-135m,gemma3-270m", "--bench", str(bench),
             "--out", str(out), "--max-tokens", "24", "--concurrency", "2", "--json"]

@@ -73,7 +73,7 @@ def app(three_nodes):
     cfg = {
         "models": [model("local-a", 0.01, 0.5, replicas=2), model("local-b", 0.02, 0.5, replicas=2)],
         "limits": {"request_timeout_s": 10, "max_alternates": 2},
-        "ingress": {"health_poll_s": 0.5},
+        "ingress": {"health_poll_s": 0.5, "replica_poll_s": 0.5},
     }
     slow = {"ttft_s": 0.05, "token_delay_s": 0.05, "words": 12}
     return deploy(
