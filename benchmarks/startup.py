@@ -63,7 +63,7 @@ def timeline(ray_tmp: Path, t0_wall: float) -> dict[str, Any]:
     engine ready, and the replica's last line (ready to serve)."""
     year = time.gmtime(t0_wall).tm_year
     out: dict[str, Any] = {}
-    for f in sorted(ray_tmp.glob("session_*/logs/worker-*.out")):
+    for f in sorted(ray_tmp.rglob("session_*/logs/worker-*.out")):  # RAY_TMPDIR/ray/session_*/logs
         lines = f.read_text(errors="replace").splitlines()
         actor = next((ln.split(":actor_name:", 1)[1] for ln in lines[:3] if ln.startswith(":actor_name:")), "")
         if not actor.startswith("ServeReplica:"):
