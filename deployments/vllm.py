@@ -71,6 +71,8 @@ def llm_config(model: LocalModelConfig, path: str, omp_threads_bind: str | None)
         deployment_config=deployment,
         server_cls=RouterLLMServer,
         log_engine_metrics=False,
+        # a prepared local directory needs no per-node download task (deployments/vllm_callback.py)
+        callback_config={"callback_class": "deployments.vllm_callback:PreparedModelCallback"},
         **extra,
     )
 

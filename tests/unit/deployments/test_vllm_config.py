@@ -46,3 +46,16 @@ def test_fork_plugin_only_switches_a_forced_spawn_outside_ray(monkeypatch) -> No
     monkeypatch.setenv("ROUTER_VLLM_FORK_WORKER", "1")
     vllm_plugin.register()
     assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"  # the EngineCore (Ray not initialised here)
+
+
+def test_prepared_local_model_skips_the_download_task(tmp_path) -> None:
+    import asyncio
+
+    cfg = llm_config(entry(), str(tmp_path), None)  # an existing directory, as prepare-models leaves it
+    cb = cfg.get_or_create_callback()
+    asyncio.run(cb.run_callback("on_before_node_init"))
+    assert cb.ctx.run_init_node is False
+    hub = llm_config(entry(source="org/model"), "org/model", None)  # not on disk: ray.serve.llm downloads it
+    cb = hub.get_or_create_callback()
+    asyncio.run(cb.run_callback("on_before_node_init"))
+    assert cb.ctx.run_init_node is True
