@@ -81,7 +81,7 @@ def _gguf_from_package(package: str, filename: str | None, cache_dir: Path) -> P
         raise ModelSourceError(
             f"model source 'package:{package}': no .gguf file in {pkg_dir} and no assemble() function"
         )
-    out = cache_dir / "gguf" / package / (filename or getattr(module, "MODEL_NAME", "model.gguf"))
+    out = cache_dir / "gguf" / package / str(filename or getattr(module, "MODEL_NAME", "model.gguf"))
     try:
         return Path(assemble(output_path=out))
     except (FileNotFoundError, ModuleNotFoundError) as e:

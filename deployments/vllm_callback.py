@@ -17,6 +17,6 @@ from ray.llm._internal.common.callbacks.base import CallbackBase
 
 class PreparedModelCallback(CallbackBase):
     async def on_before_node_init(self) -> None:
-        source = self.llm_config.model_loading_config.model_source
+        source = getattr(self.llm_config.model_loading_config, "model_source", None)
         if isinstance(source, str) and os.path.isdir(source):
             self.ctx.run_init_node = False

@@ -19,6 +19,7 @@ A "route" decision therefore always satisfies the constraints; the others say so
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,7 +121,7 @@ class CheapestFit:
         return _decision("reject", f"unsatisfiable:{why}", None, [], ests, c)
 
 
-def _why_locals_fail(ests: list[Estimate], kinds: dict[str, str], excluded: list[str]) -> str:
+def _why_locals_fail(ests: list[Estimate], kinds: Mapping[str, str], excluded: list[str]) -> str:
     """Constraints the local candidates missed, e.g. 'min_quality+max_latency_ms', or why none qualified."""
     misses = sorted({e.why_not for e in ests if kinds[e.target] == "local" and e.why_not})
     if misses:

@@ -60,7 +60,7 @@ def build(args: dict[str, Any]) -> Any:
         [p.id for p in providers] or "none",
         cfg.policy.name,
     )
-    return RouterIngress.options(
+    return RouterIngress.options(  # type: ignore[attr-defined]  # a Serve Deployment at runtime
         num_replicas=cfg.ingress.num_replicas,
         max_ongoing_requests=cfg.ingress.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.ingress.num_cpus},

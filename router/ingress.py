@@ -58,11 +58,14 @@ def running_replicas(app: str) -> dict[str, int]:
     try:
         from ray.serve.context import _get_global_client
 
-        details = _get_global_client().get_serve_details()
+        client = _get_global_client()
+        if client is None:
+            raise LookupError("no Serve controller client")
+        details = client.get_serve_details()
         deployments = details["applications"][app]["deployments"]
         return {name: sum(1 for r in d.get("replicas", ()) if r.get("state") == "RUNNING")  # str enum or str
                 for name, d in deployments.items()}
-    except (ImportError, AttributeError, KeyError, TypeError):
+    except (ImportError, AttributeError, KeyError, TypeError, LookupError):
         status = serve.status().applications[app].deployments
         return {name: d.replica_states.get("RUNNING", 0) for name, d in status.items()}  # type: ignore[call-overload]
 

@@ -130,7 +130,7 @@ class EmbeddingPredictor:
             raise ValueError("fit the predictor before saving it")
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
-        np.savez(d / WEIGHTS, **self._arrays())
+        np.savez(d / WEIGHTS, **self._arrays())  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         meta = {"format": FORMAT, "kind": self.kind, "targets": list(self.targets), "params": self._params()}
         (d / META).write_text(json.dumps(meta, indent=2))
         return d

@@ -204,8 +204,8 @@ def simulate(sc: Scenario, policy_cfg: dict[str, Any], arrival_kind: str = "pois
         else:
             tid = ids[chosen[i]]
             e2e[i] = now - arr[i]
-            out = max(int(o_tok[i]), 1)
-            est.observe(tid, float(ttft[i]), (e2e[i] - ttft[i]) / max(out - 1, 1), out, ticket=tickets.pop(i))
+            n_out = max(int(o_tok[i]), 1)
+            est.observe(tid, float(ttft[i]), (e2e[i] - ttft[i]) / max(n_out - 1, 1), n_out, ticket=tickets.pop(i))
             est.finished(tid)
             busy[tid] -= 1
             if queue[tid]:
@@ -240,7 +240,7 @@ def _feasible(c: Constraints, lat: np.ndarray, true_q: np.ndarray) -> np.ndarray
         good = true_q >= c.min_quality
         good[~good.any(axis=1)] = True
         ok &= good
-    return ok.any(axis=1)
+    return np.asarray(ok.any(axis=1))
 
 
 def _pct(x: np.ndarray, q: float) -> float | None:
