@@ -127,7 +127,7 @@ def test_tight_latency_header_goes_to_fallback(client):
         client, "auto", "hi", max_tokens=200,
         extra_headers={"x-router-max-latency-ms": "600", "x-router-latency-metric": "e2e"},
     )
-    # 200 tokens at the local priors (25-40 ms/token) cannot finish in 600 ms; the provider's prior can
+    # 200 tokens at the local priors (125-190 ms/token) cannot finish in 600 ms; the provider's prior can
     # not either, so the policy falls back to the provider as the allowed best effort.
     assert headers["x-router-target"] == "openai"
 
