@@ -107,6 +107,11 @@ class RouterIngress:
             except Exception:
                 pass
 
+    async def stats(self) -> dict[str, int]:
+        """For operators and the soak test (a handle call, no HTTP route): asyncio tasks alive in the
+        replica's request event loop (a leak shows as growth between idle moments)."""
+        return {"asyncio_tasks": len(asyncio.all_tasks())}
+
     async def _flush_metrics(self, metrics: BufferedMetrics) -> None:
         # Recording a Ray metric costs more than a routing decision; the request path only appends to
         # buffers, and this task hands them to Ray's exporter in one go.

@@ -63,7 +63,11 @@ def test_soak(soak_app):
     bodies = [*(fakes * 10)[:-1], real[0], *(fakes * 10)[:-1], real[1]]
     warm = asyncio.run(steady_load(BASE, path, bodies, rate=SOAK_RATE, duration_s=5))
     assert warm.lost == 0
+    from ray import serve
+
     proc = _ingress()
+    ingress = serve.get_deployment_handle("router", app_name="soak")
+    tasks0 = ingress.stats.remote().result(timeout_s=30)["asyncio_tasks"]
     rss0 = proc.memory_info().rss
     conns0 = len(proc.net_connections())
     fds0 = proc.num_fds()
@@ -85,17 +89,19 @@ def test_soak(soak_app):
     rss1 = proc.memory_info().rss
     conns1 = len(proc.net_connections())
     fds1 = proc.num_fds()
+    tasks1 = ingress.stats.remote().result(timeout_s=30)["asyncio_tasks"]
     growth_mb = (rss1 - rss0) / 2**20
     record(f"soak {SOAK_SECONDS:.0f} s at {SOAK_RATE:g} req/s (2 fake engines + real SmolLM2 for 1/40)", tally,
            seconds=round(elapsed, 1), ingress_rss_mb=[round(rss0 / 2**20), round(rss1 / 2**20)],
            rss_peak_mb=round(max(samples + [rss1]) / 2**20), ingress_conns=[conns0, conns1],
-           ingress_fds=[fds0, fds1])
+           ingress_fds=[fds0, fds1], ingress_asyncio_tasks=[tasks0, tasks1])
     assert tally.lost == 0, (tally.row(), tally.problems[:5])
     assert tally.outcomes == {"ok": tally.sent}, tally.row()
     assert tally.targets[REAL["id"]] >= tally.sent // 40, tally.targets  # the real engine answered its share
     assert tally.sent >= 0.9 * SOAK_RATE * SOAK_SECONDS
     assert growth_mb < RSS_GROWTH_BOUND_MB, growth_mb
     assert conns1 <= conns0 + 10 and fds1 <= fds0 + 20, (conns0, conns1, fds0, fds1)
+    assert tasks1 <= tasks0 + 5, (tasks0, tasks1)  # no request leaves a task behind
 
 
 def test_reload_keeps_in_flight_requests(soak_app):
