@@ -51,11 +51,16 @@ def test_fork_plugin_only_switches_a_forced_spawn_outside_ray(monkeypatch) -> No
 def test_prepared_local_model_skips_the_download_task(tmp_path) -> None:
     import asyncio
 
+    import ray
+
+    from deployments.vllm_callback import PreparedModelCallback
+
     cfg = llm_config(entry(), str(tmp_path), None)  # an existing directory, as prepare-models leaves it
-    cb = cfg.get_or_create_callback()
-    asyncio.run(cb.run_callback("on_before_node_init"))
+    assert cfg.callback_config.callback_class == "deployments.vllm_callback:PreparedModelCallback"
+    cb = PreparedModelCallback(llm_config=cfg)  # built directly: get_or_create_callback() starts Ray
+    asyncio.run(cb.on_before_node_init())
     assert cb.ctx.run_init_node is False
-    hub = llm_config(entry(source="org/model"), "org/model", None)  # not on disk: ray.serve.llm downloads it
-    cb = hub.get_or_create_callback()
-    asyncio.run(cb.run_callback("on_before_node_init"))
-    assert cb.ctx.run_init_node is True
+    hub = PreparedModelCallback(llm_config=llm_config(entry(source="org/model"), "org/model", None))
+    asyncio.run(hub.on_before_node_init())  # not on disk: ray.serve.llm downloads it as usual
+    assert hub.ctx.run_init_node is True
+    assert not ray.is_initialized()  # unit tests must not leave a Ray behind for later ones
