@@ -47,6 +47,13 @@ def three_nodes():
 
     tmp = Path(tempfile.mkdtemp(prefix="rr-mn-", dir="/tmp"))
     os.environ[PROVIDER_KEY_ENV] = PROVIDER_KEY
+    # `Cluster` writes its address to `<RAY_TMPDIR or /tmp>/ray/ray_current_cluster` whatever the head's
+    # temp_dir, and does not create that folder: on a machine that never ran Ray it is missing
+    # (FileNotFoundError). Point that default at our own folder, so the file lands there and no later
+    # `ray.init()` on this machine finds the address of a cluster that is gone.
+    saved_tmpdir = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(tmp)
+    (tmp / "ray").mkdir()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "resources": {"head": 10}, "include_dashboard": False, "temp_dir": str(tmp),
     })
@@ -65,6 +72,10 @@ def three_nodes():
         finally:
             ray.shutdown()
             cluster.shutdown()
+            if saved_tmpdir is None:
+                os.environ.pop("RAY_TMPDIR", None)
+            else:
+                os.environ["RAY_TMPDIR"] = saved_tmpdir
             shutil.rmtree(tmp, ignore_errors=True)
 
 
