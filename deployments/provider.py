@@ -28,10 +28,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from deployments.breaker import BreakerConfig, CircuitBreaker
-from deployments.provider_sse import END, Failure, sse_events
-from deployments.retry import RetryConfig, backoff_s, parse_retry_after
-from policies.types import LatencyPrior, Target
-from router.errors import (
+from deployments.contracts import (
     BadGateway,
     BadRequest,
     NoHealthyTarget,
@@ -41,6 +38,9 @@ from router.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from deployments.provider_sse import END, Failure, sse_events
+from deployments.retry import RetryConfig, backoff_s, parse_retry_after
+from policies.types import LatencyPrior, Target
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -131,7 +131,7 @@ def _response_dict(item: Any) -> dict[str, Any]:
     data = item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else dict(item)
     if "error" in data and "choices" not in data:
         err = data["error"]
-        from router.errors import BadRequest, UpstreamError
+        from deployments.contracts import BadRequest, UpstreamError
 
         status = int(err.get("code") or 500)
         cls = BadRequest if 400 <= status < 500 else UpstreamError
