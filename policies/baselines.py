@@ -9,13 +9,13 @@ hides a violation. No eligible target -> "reject".
 from __future__ import annotations
 
 import hashlib
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import RoutingView
 from policies.estimates import eligible, estimate, latency_of
-from policies.registry import register
+from policies.registry import NO_KNOB, UNIT_GRID, register
 from policies.types import Decision, Estimate, RouteRequest
 
 _CFG = ConfigDict(frozen=True, extra="forbid")
@@ -43,6 +43,8 @@ def _pick(reason: str, request: RouteRequest, ests: list[Estimate], order: list[
 
 class AlwaysConfig(BaseModel):
     model_config = _CFG
+    sweep_knob: ClassVar[str | None] = None
+    sweep_grid: ClassVar[tuple[float, ...]] = NO_KNOB
     name: Literal["always"] = Field("always", description="Policy name (discriminator).")
     target: str = Field(..., min_length=1, description="The one target id every request goes to.")
 
@@ -62,6 +64,8 @@ class Always:
 
 class AlwaysCheapestConfig(BaseModel):
     model_config = _CFG
+    sweep_knob: ClassVar[str | None] = None
+    sweep_grid: ClassVar[tuple[float, ...]] = NO_KNOB
     name: Literal["always-cheapest"] = Field("always-cheapest", description="Policy name (discriminator).")
 
 
@@ -83,6 +87,8 @@ class AlwaysCheapest:
 
 class AlwaysStrongestConfig(BaseModel):
     model_config = _CFG
+    sweep_knob: ClassVar[str | None] = None
+    sweep_grid: ClassVar[tuple[float, ...]] = NO_KNOB
     name: Literal["always-strongest"] = Field("always-strongest", description="Policy name (discriminator).")
 
 
@@ -104,6 +110,8 @@ class AlwaysStrongest:
 
 class RandomConfig(BaseModel):
     model_config = _CFG
+    sweep_knob: ClassVar[str | None] = None
+    sweep_grid: ClassVar[tuple[float, ...]] = NO_KNOB
     name: Literal["random"] = Field("random", description="Policy name (discriminator).")
     seed: int = Field(0, description="Seed hashed with the prompt: same seed + prompt = same target.")
 
@@ -128,6 +136,8 @@ class RandomPolicy:
 
 class RoundRobinConfig(BaseModel):
     model_config = _CFG
+    sweep_knob: ClassVar[str | None] = None
+    sweep_grid: ClassVar[tuple[float, ...]] = NO_KNOB
     name: Literal["round-robin"] = Field("round-robin", description="Policy name (discriminator).")
 
 
@@ -156,6 +166,8 @@ class RoundRobin:
 
 class QualityThresholdConfig(BaseModel):
     model_config = _CFG
+    sweep_knob: ClassVar[str | None] = "threshold"
+    sweep_grid: ClassVar[tuple[float, ...]] = UNIT_GRID
     name: Literal["quality-threshold"] = Field(
         "quality-threshold", description="Policy name (discriminator)."
     )

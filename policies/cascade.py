@@ -20,13 +20,13 @@ before it could be judged, so streaming requests use the decision as is):
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import RoutingView
 from policies.estimates import eligible, estimate, latency_of, why_not
-from policies.registry import register
+from policies.registry import NO_KNOB, register
 from policies.types import Decision, Estimate, RouteRequest
 
 _REFUSAL = re.compile(
@@ -40,6 +40,9 @@ class CascadeConfig(BaseModel):
     """Cheapest first, escalating on weak answers."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # Its knob (min_mean_logprob) judges real answers, which an offline table does not have.
+    sweep_knob: ClassVar[str | None] = None
+    sweep_grid: ClassVar[tuple[float, ...]] = NO_KNOB
 
     name: Literal["cascade"] = Field("cascade", description="Policy name (discriminator).")
     chain: tuple[str, ...] | None = Field(

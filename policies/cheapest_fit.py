@@ -19,14 +19,14 @@ A "route" decision therefore always satisfies the constraints; the others say so
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import RoutingView
 from policies.estimates import eligible, estimate, latency_of, violation
-from policies.registry import register
+from policies.registry import UNIT_GRID, register
 from policies.types import Constraints, Decision, Estimate, RouteRequest
 
 
@@ -34,8 +34,17 @@ class CheapestFitConfig(BaseModel):
     """Route to the cheapest target predicted to meet the request's constraints."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    sweep_knob: ClassVar[str | None] = "min_quality"
+    sweep_grid: ClassVar[tuple[float, ...]] = UNIT_GRID
 
     name: Literal["cheapest-fit"] = Field("cheapest-fit", description="Policy name (discriminator).")
+    min_quality: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Quality bound for requests that set none (a request's own min_quality wins). "
+        "None: such requests have no quality bound and go to the cheapest target meeting the others.",
+    )
     on_unsatisfiable: Literal["reject", "best_effort"] = Field(
         "reject",
         description="When nothing fits and no API fallback is possible: reject the request, or send it "
@@ -77,6 +86,9 @@ class CheapestFit:
 
     def decide(self, request: RouteRequest, view: RoutingView) -> Decision:
         c = request.constraints
+        if c.min_quality is None and self.config.min_quality is not None:
+            c = c.model_copy(update={"min_quality": self.config.min_quality})
+            request = request.model_copy(update={"constraints": c})
         targets, excluded = eligible(request, view)
         ests = estimate(request, view, targets)
         kinds = {t.id: t.kind for t in targets}
@@ -102,23 +114,36 @@ class CheapestFit:
             alts = [e.target for e in fitting[1:]] + api_spare
             return _decision("route", reason, chosen, alts[:n_alt], ests, c)
 
-        why = _why_locals_fail(ests, kinds, excluded)
-        api = [e for e in ests if kinds[e.target] == "api"]
-        best_effort = self.config.on_unsatisfiable == "best_effort"
-        by_miss = sorted(ests, key=lambda e: (violation(e, c), *rank(e))) if best_effort else []
-        # The api fallback is for what the locals cannot do (quality, a down local). When it misses the
-        # constraints by more than a local does (a latency bound that a saturated local misses and a
-        # slower provider misses further), best effort on that local serves the request better and
-        # keeps the provider's capacity for the requests it can serve.
-        if api and not (by_miss and kinds[by_miss[0].target] == "local"
-                        and violation(by_miss[0], c) < violation(api[0], c)):
-            return _decision(
-                "fallback", f"no-local-fits:{why}", api[0], [e.target for e in api[1:]][:n_alt], ests, c
-            )
-        if by_miss:
-            alts = [e.target for e in by_miss[1:]][:n_alt]
-            return _decision("best_effort", f"best-effort:{why}", by_miss[0], alts, ests, c)
-        return _decision("reject", f"unsatisfiable:{why}", None, [], ests, c)
+        return unsatisfied(ests, kinds, excluded, c, rank, self.config.on_unsatisfiable, n_alt)
+
+
+def unsatisfied(
+    ests: list[Estimate],
+    kinds: Mapping[str, str],
+    excluded: list[str],
+    c: Constraints,
+    rank: Callable[[Estimate], tuple[float, float, int]],
+    on_unsatisfiable: str,
+    n_alt: int,
+) -> Decision:
+    """The decision when no candidate fits: api fallback, best effort or reject (steps 4 of the doc)."""
+    why = _why_locals_fail(ests, kinds, excluded)
+    api = [e for e in ests if kinds[e.target] == "api"]
+    best_effort = on_unsatisfiable == "best_effort"
+    by_miss = sorted(ests, key=lambda e: (violation(e, c), *rank(e))) if best_effort else []
+    # The api fallback is for what the locals cannot do (quality, a down local). When it misses the
+    # constraints by more than a local does (a latency bound that a saturated local misses and a
+    # slower provider misses further), best effort on that local serves the request better and
+    # keeps the provider's capacity for the requests it can serve.
+    if api and not (by_miss and kinds[by_miss[0].target] == "local"
+                    and violation(by_miss[0], c) < violation(api[0], c)):
+        return _decision(
+            "fallback", f"no-local-fits:{why}", api[0], [e.target for e in api[1:]][:n_alt], ests, c
+        )
+    if by_miss:
+        alts = [e.target for e in by_miss[1:]][:n_alt]
+        return _decision("best_effort", f"best-effort:{why}", by_miss[0], alts, ests, c)
+    return _decision("reject", f"unsatisfiable:{why}", None, [], ests, c)
 
 
 def _why_locals_fail(ests: list[Estimate], kinds: Mapping[str, str], excluded: list[str]) -> str:

@@ -1,6 +1,8 @@
 """Typed configuration of the policy engine and the builders that turn it into objects.
 
-- `PolicyConfig`: discriminated union on `name` over every registered policy's config model.
+- `PolicyConfig`: discriminated union on `name` over every registered policy's config model. Each config
+  class carries ClassVars `sweep_knob` (field the tuning lab sweeps, or None) and `sweep_grid` (values);
+  `policies.registry.sweep_of(cfg)` reads both.
 - `QualityConfig`: discriminated union on `kind`: prior | knn | logistic | mf (trained ones name an
   `artifact` directory written by the predictor's `save`).
 - `LatencyConfig`: quantile and decay of the live latency estimator.
@@ -30,9 +32,11 @@ from policies.cheapest_fit import CheapestFitConfig
 from policies.latency import LatencyConfig, LatencyEstimator
 from policies.registry import policy_class, registered
 from policies.types import Target
+from policies.utility import UtilityConfig
 
 PolicyConfig = Annotated[
     CheapestFitConfig
+    | UtilityConfig
     | CascadeConfig
     | AlwaysConfig
     | AlwaysCheapestConfig
@@ -160,6 +164,7 @@ __all__ = [
     "QualityThresholdConfig",
     "RandomConfig",
     "RoundRobinConfig",
+    "UtilityConfig",
     "build_latency",
     "build_policy",
     "build_quality",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from policies.base import RoutingView
 from policies.types import Constraints, Estimate, RouteRequest, Target
@@ -50,12 +50,21 @@ def why_not(c: Constraints, quality: float, latency_ms: float, cost_usd: float) 
     return None
 
 
-def estimate(request: RouteRequest, view: RoutingView, targets: Sequence[Target]) -> list[Estimate]:
-    """One Estimate per target (same order): predicted quality, TTFT, e2e, cost, and fit."""
+def estimate(
+    request: RouteRequest,
+    view: RoutingView,
+    targets: Sequence[Target],
+    quality: Mapping[str, float] | None = None,
+) -> list[Estimate]:
+    """One Estimate per target (same order): predicted quality, TTFT, e2e, cost, and fit.
+
+    `quality` = predictions the caller already has ({target: P(ok)}); None = ask `view.quality`.
+    """
     if not targets:
         return []
     c = request.constraints
-    quality = view.quality.predict(request.prompt, targets)
+    if quality is None:
+        quality = view.quality.predict(request.prompt, targets)
     lat = view.latency
     p_tok, o_tok = request.prompt_tokens, request.output_tokens
     use_ttft = c.latency_metric == "ttft"

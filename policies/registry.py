@@ -7,6 +7,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+# Sweep metadata. Every policy config class carries two ClassVars the tuning lab (`tune eval`) reads to
+# trace a router's cost-quality curve: `sweep_knob`, the name of the config field to vary (None = the
+# policy has no knob: one operating point), and `sweep_grid`, the values to try, in order.
+NO_KNOB: tuple[float, ...] = ()
+UNIT_GRID: tuple[float, ...] = tuple(round(i / 50, 2) for i in range(51))  # 0.00, 0.02, ..., 1.00
+# Cost weights span decades (USD prices differ by 100x between sets): 0, then 1e-4 .. 1e3 at 8 a decade.
+LOG_GRID: tuple[float, ...] = (0.0, *(float(f"{10 ** (e / 8):.4g}") for e in range(-32, 25)))
+
 _REGISTRY: dict[str, tuple[type[BaseModel], type[Any]]] = {}
 
 C = TypeVar("C", bound=type)
@@ -26,6 +34,11 @@ def register(config: type[BaseModel]) -> Callable[[C], C]:
         return cls
 
     return deco
+
+
+def sweep_of(config: type[BaseModel] | BaseModel) -> tuple[str | None, tuple[float, ...]]:
+    """(knob field name or None, grid) of a policy config class or instance."""
+    return getattr(config, "sweep_knob", None), tuple(getattr(config, "sweep_grid", NO_KNOB))
 
 
 def registered() -> dict[str, tuple[type[BaseModel], type[Any]]]:

@@ -23,6 +23,7 @@ from tests.unit.policies.helpers import TARGETS, req, view
 
 ALL = [
     {"name": "cheapest-fit", "on_unsatisfiable": "best_effort"},
+    {"name": "utility", "cost_weight": 0.1},
     {"name": "cascade", "chain": ["small", "gpt"]},
     {"name": "always", "target": "mid"},
     {"name": "always-cheapest"},
@@ -103,3 +104,28 @@ def test_build_policy_rejects_non_config():
     with pytest.raises(TypeError):
         build_policy(PriorQualityConfig())
     assert isinstance(build_policy(parse_policy({"name": "round-robin"})), RoundRobin)
+
+
+def test_every_policy_names_a_sweep_knob_that_is_one_of_its_fields():
+    from policies.registry import sweep_of
+
+    for name, (cfg_cls, _) in registered().items():
+        knob, grid = sweep_of(cfg_cls)
+        if knob is None:
+            assert grid == (), name
+            continue
+        assert knob in cfg_cls.model_fields, name
+        assert len(grid) >= 10 and list(grid) == sorted(grid), name
+        # Every grid value is a valid setting of the knob.
+        base = {"strong": "gpt", "weak": "small"} if name == "quality-threshold" else {}
+        for v in (grid[0], grid[-1]):
+            assert getattr(parse_policy({"name": name, **base, knob: v}), knob) == v
+    assert sweep_of(CheapestFitConfig)[0] == "min_quality"
+    assert sweep_of(parse_policy({"name": "utility"}))[0] == "cost_weight"
+
+
+def test_cheapest_fit_config_min_quality_applies_only_when_the_request_sets_none():
+    strict = build_policy(parse_policy({"name": "cheapest-fit", "min_quality": 0.6}))
+    assert strict.decide(req(), view()).target == "mid"  # small's prior 0.4 < 0.6
+    assert strict.decide(req(min_quality=0.3), view()).target == "small"  # the request's bound wins
+    assert build_policy(parse_policy({"name": "cheapest-fit"})).decide(req(), view()).target == "small"
