@@ -1,5 +1,8 @@
 """Optional bearer API keys: per-key defaults, allowed targets and a spend budget.
 
+Spend is not kept here: router/budget.py reserves and settles it against the shared ledger
+(router/ledger.py), configured by `AuthConfig.ledger`.
+
 Keys are read once at start-up (`KeyStore.from_config`), kept only as sha256 digests, and compared with
 `hmac.compare_digest` against every stored digest (no early exit), so neither the key nor its position
 leaks through timing. No key configured = open access (the ingress says so at start-up).
@@ -11,7 +14,6 @@ import hashlib
 import hmac
 import json
 import os
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from policies.types import Constraints
 from router.errors import BudgetExhausted, Forbidden, Unauthorized
+from router.ledger import LedgerConfig
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -80,6 +83,10 @@ class AuthConfig(BaseModel):
         ge=0,
         description="Spend limit in USD per key when its entry says nothing (None = none).",
     )
+    ledger: LedgerConfig = Field(
+        default_factory=LedgerConfig,
+        description="Where spend is recorded: shared by all ingress replicas and kept across restarts.",
+    )
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ def _parse_entries(text: str, source: str) -> list[KeyEntry]:
 
 
 class KeyStore:
-    """Authenticates bearer keys and tracks spend per key (in this process)."""
+    """Authenticates bearer keys into principals (spend lives in router.budget)."""
 
     def __init__(
         self,
@@ -151,8 +158,6 @@ class KeyStore:
             "anonymous", config.default_allowed_targets, config.default_constraints,
             config.default_budget_usd,
         )
-        self._spent: dict[str, float] = {}
-        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: AuthConfig, environ: Mapping[str, str] | None = None) -> KeyStore:
@@ -204,21 +209,19 @@ class KeyStore:
         return found
 
     def check_budget(self, principal: Principal) -> None:
-        if principal.budget_usd is None:
-            return
-        spent = self._spent.get(principal.name, 0.0)
-        if spent >= principal.budget_usd:
-            raise BudgetExhausted(
-                f"spend budget exhausted for key '{principal.name}': "
-                f"{spent:.6f} of {principal.budget_usd:.6f} USD"
-            )
+        """The cheap check before planning: a zero budget admits nothing (the real check is the
+        reservation in router.budget, once the expected cost is known)."""
+        if principal.budget_usd is not None and (
+            principal.budget_usd <= 0 or principal.name in self.__dict__.get("_gone", ())
+        ):
+            raise BudgetExhausted(f"spend budget exhausted for key '{principal.name}': the budget is 0 USD")
 
+    # Transitional (removed once router.service reserves through router.budget): in-process spend.
     def charge(self, principal: Principal, usd: float) -> None:
-        """Add the actual cost of an answered request to the key's spend."""
-        if usd <= 0:
-            return
-        with self._lock:
-            self._spent[principal.name] = self._spent.get(principal.name, 0.0) + usd
+        spent = self.__dict__.setdefault("_spent", {})
+        spent[principal.name] = spent.get(principal.name, 0.0) + max(usd, 0.0)
+        if principal.budget_usd is not None and spent[principal.name] >= principal.budget_usd:
+            self.__dict__.setdefault("_gone", set()).add(principal.name)
 
     def spent(self, name: str) -> float:
-        return self._spent.get(name, 0.0)
+        return float(self.__dict__.get("_spent", {}).get(name, 0.0))

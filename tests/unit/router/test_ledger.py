@@ -1,0 +1,159 @@
+"""The budget ledger and the per-replica Budget that leases from it (no Ray: the server in process)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from policies.types import Constraints
+from router.auth import Principal
+from router.budget import Budget, LocalLedger
+from router.errors import BudgetExhausted
+from router.ledger import LedgerConfig, LedgerServer, connect
+
+
+def _key(name: str = "k", budget: float | None = 1.0) -> Principal:
+    return Principal(name, None, Constraints.model_validate({}), budget)
+
+
+def test_grant_never_exceeds_budget_over_holders() -> None:
+    s = LedgerServer()
+    got = [s.grant(f"h{i}", "k", 0.1, 0.5, 1.0) for i in range(30)]
+    assert sum(got) <= 1.0 + 1e-12
+    assert got[0] == pytest.approx(0.5)  # half of what is free, at most `want`
+    assert got[-1] == 0.0  # nothing left for a 0.1 need
+    assert s.leased("k") == pytest.approx(sum(got))
+
+
+def test_report_books_spend_and_returns_lease() -> None:
+    s = LedgerServer()
+    assert s.grant("h", "k", 0.2, 0.2, 1.0) == pytest.approx(0.2)
+    s.report("h", {"k": 0.05}, {"k": 0.1})
+    assert s.spent("k") == pytest.approx(0.05)
+    assert s.leased("k") == pytest.approx(0.05)  # 0.2 - used - returned
+    # free = 1 - 0.05 spent - 0.05 leased: a need of 0.95 does not fit, 0.9 does
+    assert s.grant("h2", "k", 0.95, 0.95, 1.0) == 0.0
+    assert s.grant("h2", "k", 0.9, 0.9, 1.0) == pytest.approx(0.9)
+
+
+def test_expired_lease_of_a_dead_holder_is_freed() -> None:
+    now = [0.0]
+    s = LedgerServer(lease_ttl_s=10, clock=lambda: now[0])
+    assert s.grant("dead", "k", 1.0, 1.0, 1.0) == pytest.approx(1.0)
+    assert s.grant("live", "k", 0.1, 0.1, 1.0) == 0.0
+    now[0] = 11
+    assert s.grant("live", "k", 0.1, 0.1, 1.0) == pytest.approx(0.1)
+
+
+def test_report_renews_the_holders_leases() -> None:
+    now = [0.0]
+    s = LedgerServer(lease_ttl_s=10, clock=lambda: now[0])
+    s.grant("h", "k", 0.5, 0.5, 1.0)
+    now[0] = 8
+    s.report("h", {}, {})
+    now[0] = 15
+    assert s.leased("k") == pytest.approx(0.5)
+
+
+def test_spend_survives_reopening_the_file(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/sub/ledger.sqlite"
+    s = LedgerServer(url)
+    s.grant("h", "k", 0.3, 0.3, 1.0)
+    s.report("h", {"k": 0.25}, {"k": 0.05})
+    del s
+    again = LedgerServer(url)
+    assert again.spent("k") == pytest.approx(0.25)
+    assert again.grant("h2", "k", 0.8, 0.8, 1.0) == 0.0  # 0.75 left
+
+
+def test_bad_url_is_rejected() -> None:
+    with pytest.raises(ValueError, match="ledger.url"):
+        connect("mysql://x")
+    assert LedgerConfig().backend == "deployment"
+
+
+async def test_budget_reserves_locally_and_leases_in_chunks() -> None:
+    ledger = LocalLedger()
+    calls = []
+    grant = ledger.grant
+
+    async def counted(*a):
+        calls.append(a)
+        return await grant(*a)
+
+    ledger.grant = counted  # type: ignore[method-assign]
+    b = Budget(ledger, lease_usd=0.1)
+    rs = [await b.reserve(_key(), 0.01) for _ in range(5)]
+    assert len(calls) == 1  # one lease of 0.1 covers five reservations of 0.01
+    for r in rs:
+        b.settle(r, 0.008)
+    await b.flush()
+    assert ledger.server.spent("k") == pytest.approx(0.04)
+
+
+async def test_budget_refuses_what_does_not_fit_and_release_gives_back() -> None:
+    b = Budget(LocalLedger(), lease_usd=1.0)
+    r = await b.reserve(_key(budget=0.03), 0.02)
+    with pytest.raises(BudgetExhausted):
+        await b.reserve(_key(budget=0.03), 0.02)
+    b.release(r)
+    b.release(r)  # idempotent
+    r2 = await b.reserve(_key(budget=0.03), 0.02)
+    b.settle(r2, 0.02)
+    await b.flush()
+    assert (await b.usage(_key(budget=0.03)))["spent_usd"] == pytest.approx(0.02)
+
+
+async def test_two_replicas_share_one_budget() -> None:
+    ledger = LocalLedger()
+    a, b = Budget(ledger, lease_usd=0.05), Budget(ledger, lease_usd=0.05)
+    admitted = 0
+
+    async def one(budget: Budget) -> None:
+        nonlocal admitted
+        try:
+            r = await budget.reserve(_key(budget=0.1), 0.01)
+        except BudgetExhausted:
+            return
+        admitted += 1
+        await asyncio.sleep(0)
+        budget.settle(r, 0.01)
+
+    await asyncio.gather(*(one(a if i % 2 else b) for i in range(50)))
+    await a.flush(final=True)
+    await b.flush(final=True)
+    assert admitted <= 10
+    assert admitted >= 8  # halving leaves little budget stranded
+    assert ledger.server.spent("k") == pytest.approx(admitted * 0.01)
+    assert ledger.server.leased("k") == pytest.approx(0.0)
+
+
+async def test_unbudgeted_key_needs_no_lease_but_its_spend_is_reported() -> None:
+    ledger = LocalLedger()
+    b = Budget(ledger)
+    r = await b.reserve(_key(budget=None), 5.0)
+    b.settle(r, 0.5)
+    assert ledger.server.leased("k") == 0.0
+    assert (await b.usage(_key(budget=None)))["spent_usd"] == pytest.approx(0.5)  # pending counts
+    await b.flush()
+    assert ledger.server.spent("k") == pytest.approx(0.5)
+    assert (await b.usage(_key(budget=None)))["remaining_usd"] is None
+
+
+async def test_failed_report_keeps_spend_for_the_next_flush() -> None:
+    ledger = LocalLedger()
+    b = Budget(ledger)
+    r = await b.reserve(_key(), 0.1)
+    b.settle(r, 0.1)
+    real = ledger.report
+
+    async def broken(*a):
+        raise ConnectionError("ledger restarting")
+
+    ledger.report = broken  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        await b.flush()
+    ledger.report = real  # type: ignore[method-assign]
+    await b.flush()
+    assert ledger.server.spent("k") == pytest.approx(0.1)
