@@ -58,7 +58,10 @@ def error_response(e: BaseException) -> JSONResponse:
     # Errors re-raised by Ray are subclasses of the cause's class: read attributes defensively.
     status = int(getattr(e, "status", 500))
     message = getattr(e, "message", None) or "upstream error"
-    body = {"error": {"message": message, "type": e.type, "code": e.code}}
+    body: dict[str, Any] = {"error": {"message": message, "type": e.type, "code": e.code}}
+    param = getattr(e, "param", None)
+    if isinstance(param, str):  # OpenAI's `param`: the request field at fault (a name, never a value)
+        body["error"]["param"] = param
     headers = {"x-router-target": "none", "x-router-reason": e.code, **getattr(e, "headers", {})}
     return JSONResponse(body, status_code=status, headers=headers)
 

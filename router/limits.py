@@ -24,8 +24,9 @@ class LimitsConfig(BaseModel):
         "its first token."
     )
     request_timeout_s: float = Field(
-        default=120.0, gt=0, description="Upper bound on one upstream call (first token for streams), in s; "
-        "exceeded → 504 or the next alternate."
+        default=120.0, gt=0, description="The request's deadline in s, shared by all its attempts (to the "
+        "answer, or to the first token for streams); exceeded → 504. Also the longest wait between two "
+        "chunks of a stream."
     )
     attempt_timeout_floor_s: float = Field(
         default=10.0,
@@ -36,8 +37,9 @@ class LimitsConfig(BaseModel):
     attempt_timeout_factor: float = Field(
         default=4.0,
         gt=0,
-        description="An attempt's time limit is this factor times the predicted latency (TTFT for "
-        "streams, end to end otherwise), at least attempt_timeout_floor_s, at most request_timeout_s.",
+        description="An attempt's time limit is this factor times the latency predicted for the request "
+        "(TTFT for streams, end to end for its max_tokens otherwise), at least attempt_timeout_floor_s, at "
+        "most what is left of request_timeout_s.",
     )
     expected_output_tokens: int = Field(
         default=256,

@@ -44,6 +44,12 @@ class Plan:
     span: Span
     auto: bool
     t0: float = field(default_factory=time.perf_counter)
+    timeout_s: float = 120.0  # the request's total deadline, shared by all its attempts
+
+    @property
+    def deadline(self) -> float:
+        """perf_counter() time by which the request must have its answer (first token for streams)."""
+        return self.t0 + self.timeout_s
 
 
 def reason_header(reason: str) -> dict[str, str]:
@@ -100,7 +106,8 @@ class Planner:
                 )
             if not self.view.healthy(tid):
                 raise NoHealthyTarget(f"target '{tid}' is unavailable", headers=reason_header("unavailable"))
-            return Plan(endpoint, req, route, principal, [tid], "pinned", upstream, span, auto=False)
+            return Plan(endpoint, req, route, principal, [tid], "pinned", upstream, span, auto=False,
+                        timeout_s=self.limits.request_timeout_s)
         decision = self._decide(route, span)
         allowed = constraints.allowed_targets
         attempts: list[str] = []
@@ -112,7 +119,8 @@ class Planner:
             raise NoHealthyTarget(
                 "no healthy target fits this request", headers=reason_header("unavailable")
             )
-        return Plan(endpoint, req, route, principal, attempts, decision.reason, upstream, span, auto=True)
+        return Plan(endpoint, req, route, principal, attempts, decision.reason, upstream, span, auto=True,
+                    timeout_s=self.limits.request_timeout_s)
 
     def _decide(self, route: RouteRequest, span: Span) -> Decision:
         allowed = route.constraints.allowed_targets

@@ -28,6 +28,7 @@ from router.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from router.failures import upstream_failure
 from router.limits import LimitsConfig
 from router.metrics import Metrics, NoMetrics
 from router.parse import Endpoint
@@ -47,6 +48,8 @@ class _Call:
     span: Span
     ticket: Any
     t0: float = field(default_factory=time.perf_counter)
+    body: Mapping[str, Any] = field(default_factory=dict)
+    own_limit: bool = True  # False: the request's deadline, not the target's slowness, bounded the wait
 
 
 def _retryable(e: BaseException) -> bool:
@@ -117,6 +120,8 @@ class RouterService:
         span = self.telemetry.server(endpoint, _model_of(body))
         try:
             plan = self.planner.plan(body, headers, endpoint, span)
+            # Usage is always read upstream (accounting), but passed on only when asked (OpenAI streams).
+            wants_usage = (plan.body.get("stream_options") or {}).get("include_usage") is True
             plan.body["stream"] = True
             plan.body["stream_options"] = {**(plan.body.get("stream_options") or {}), "include_usage": True}
             last: BaseException | None = None
@@ -126,8 +131,9 @@ class RouterService:
                 call = self._start(plan, tid, i)
                 agen = None
                 try:
-                    agen = self.clients[tid].stream(plan.endpoint, {**plan.body, "model": tid})
-                    first = await asyncio.wait_for(agen.__anext__(), self._attempt_timeout(plan, tid, i, True))
+                    call.body = sent = {**plan.body, "model": tid}
+                    agen = self.clients[tid].stream(plan.endpoint, sent)
+                    first = await asyncio.wait_for(agen.__anext__(), self._attempt_timeout(plan, call, i, True))
                 except BaseException as e:
                     await _aclose(agen)
                     last = self._upstream_failed(call, e)
@@ -136,7 +142,7 @@ class RouterService:
                 estimate = self._by_id[tid].expected_cost_usd(
                     plan.route.prompt_tokens, plan.route.output_tokens
                 )
-                stream = self._relay(plan, call, reason, agen, first)
+                stream = self._relay(plan, call, reason, agen, first, wants_usage)
                 return stream, _headers(tid, reason, estimate)
             raise last or NoHealthyTarget("no healthy target left to try")
         except BaseException as e:
@@ -200,9 +206,10 @@ class RouterService:
         if self._accept is not None and plan.auto and "logprobs" not in body:
             body["logprobs"] = True if plan.endpoint == "chat" else 1
         call = self._start(plan, tid, attempt)
+        call.body = body
         try:
             resp = await asyncio.wait_for(
-                self.clients[tid].complete(plan.endpoint, body), self._attempt_timeout(plan, tid, attempt, False)
+                self.clients[tid].complete(plan.endpoint, body), self._attempt_timeout(plan, call, attempt, False)
             )
         except BaseException as e:
             raise self._upstream_failed(call, e) from None
@@ -231,7 +238,7 @@ class RouterService:
     # -- streaming ----------------------------------------------------------------------------------
     async def _relay(
         self, plan: Plan, call: _Call, reason: str, agen: AsyncIterator[dict[str, Any]],
-        first: dict[str, Any],
+        first: dict[str, Any], wants_usage: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         tid = call.tid
         ttft_ms: float | None = None
@@ -249,7 +256,10 @@ class RouterService:
                     pieces += 1
                     if ttft_ms is None:
                         ttft_ms = (time.perf_counter() - call.t0) * 1000
-                yield chunk
+                if not wants_usage:
+                    chunk.pop("usage", None)
+                if wants_usage or chunk.get("choices"):  # the usage-only chunk has `"choices": []`
+                    yield chunk
                 try:
                     chunk = await asyncio.wait_for(agen.__anext__(), self.limits.request_timeout_s)
                 except StopAsyncIteration:
@@ -302,8 +312,8 @@ class RouterService:
 
     # -- shared helpers -----------------------------------------------------------------------------
     def _next_ok(self, plan: Plan, tid: str, last: BaseException | None, escalating: bool = False) -> bool:
-        """May we move on to alternate `tid`? (healthy, and for escalation within the latency bound)."""
-        if not self.view.healthy(tid):
+        """May we move on to alternate `tid`? (healthy, time left, and for escalation within the latency bound)."""
+        if not self.view.healthy(tid) or plan.deadline - time.perf_counter() <= 0:
             return False
         c = plan.route.constraints
         if escalating and c.max_latency_ms is not None:
@@ -316,21 +326,27 @@ class RouterService:
         self.metrics.fallback(prev, tid, "escalate" if escalating else "error")
         return True
 
-    def _attempt_timeout(self, plan: Plan, tid: str, attempt: int, stream: bool) -> float:
-        """Time one attempt gets before failing over: a multiple of what the target should take.
+    def _attempt_timeout(self, plan: Plan, call: _Call, attempt: int, stream: bool) -> float:
+        """Time one attempt gets: a multiple of what the target should take for this request, within
+        what is left of the request's deadline (`limits.request_timeout_s`, shared by all attempts).
 
         A target whose replicas died does not fail fast: Serve queues the call until a replica is back
-        (a vLLM engine takes a minute to start). Bounding each attempt by its predicted latency lets
-        the request move to an alternate instead of waiting for the restart.
+        (a vLLM engine takes a minute to start). Bounding each attempt by its predicted latency (TTFT for
+        streams, end to end for the request's own max_tokens otherwise) lets the request move to an
+        alternate instead of waiting for the restart. When the deadline is what bounds the wait, a
+        timeout is the request's doing (it asked for more than fits) and does not count against the
+        target (`call.own_limit`).
         """
         lim = self.limits
-        if attempt + 1 >= len(plan.attempts):  # nothing left to fail over to: wait the full time
-            return lim.request_timeout_s
+        remaining = max(plan.deadline - time.perf_counter(), 0.001)
         r = plan.route
-        ttft, e2e = self.view.latency.predict(self._by_id[tid], r.prompt_tokens, r.output_tokens)
+        out = r.max_tokens or r.expected_output_tokens
+        ttft, e2e = self.view.latency.predict(self._by_id[call.tid], r.prompt_tokens, out)
         predicted_s = (ttft if stream else e2e) / 1000
-        limit = max(lim.attempt_timeout_floor_s, lim.attempt_timeout_factor * predicted_s)
-        return min(lim.request_timeout_s, limit)
+        own = max(lim.attempt_timeout_floor_s, lim.attempt_timeout_factor * predicted_s)
+        last = attempt + 1 >= len(plan.attempts)  # nothing left to fail over to: wait what is left
+        call.own_limit = own < remaining
+        return remaining if last else min(own, remaining)
 
     def _start(self, plan: Plan, tid: str, attempt: int) -> _Call:
         span = self.telemetry.client(plan.span, plan.endpoint, tid, attempt)
@@ -343,13 +359,15 @@ class RouterService:
             self.view.finished(tid, call.ticket)
             cspan.end()
             raise e
+        counts = True
         if isinstance(e, asyncio.TimeoutError):
             e = UpstreamTimeout(f"target '{tid}' did not answer in time")
+            counts = call.own_limit
         elif isinstance(e, StopAsyncIteration):
             e = BadGateway(f"target '{tid}' returned an empty stream")
-        elif not isinstance(e, RouterError):
-            e = BadGateway(f"target '{tid}' failed ({type(e).__name__})")
-        if _retryable(e):
+        else:  # request-caused rejections become a 400 naming the field, never the target's fault
+            e = upstream_failure(tid, e, call.body)
+        if _retryable(e) and counts:
             self.view.error(tid)
         self.view.finished(tid, call.ticket)
         logger.warning("call to %s failed: %s", tid, getattr(e, "code", type(e).__name__))

@@ -75,7 +75,7 @@ async def test_stream_with_openai_client() -> None:
     client = rig.openai()
     raw = await client.chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "Say hi"}], stream=True,
-        extra_body={"routing": {"min_quality": 0.6}},
+        stream_options={"include_usage": True}, extra_body={"routing": {"min_quality": 0.6}},
     )
     assert raw.headers["x-router-target"] == "big"
     assert raw.headers["content-type"].startswith("text/event-stream")
@@ -90,6 +90,24 @@ async def test_stream_with_openai_client() -> None:
     assert usage is not None and usage.completion_tokens == 4
     # the upstream was asked for usage in the stream
     assert rig.fakes["big"].calls[0][1]["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("options", [None, {"include_usage": False}])
+async def test_stream_without_include_usage_has_no_usage_chunk(options) -> None:
+    # The usual client loop `chunk.choices[0].delta.content` must work: no `"choices": []` chunk unless
+    # the client asked for usage; the router still reads usage upstream for accounting.
+    rig = Rig()
+    extra = {} if options is None else {"stream_options": options}
+    stream = await rig.openai().chat.completions.create(
+        model="small", messages=[{"role": "user", "content": "Say hi"}], stream=True, **extra
+    )
+    text = ""
+    async for chunk in stream:
+        text += chunk.choices[0].delta.content or ""
+        assert chunk.usage is None
+    assert text == "hello from the fake"
+    assert rig.fakes["small"].calls[0][1]["stream_options"] == {"include_usage": True}
+    assert rig.metrics.cost_usd["small"] > 0  # accounted from the upstream usage chunk
 
 
 async def test_legacy_completions_stream_and_non_stream() -> None:

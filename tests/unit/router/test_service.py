@@ -43,7 +43,9 @@ async def test_stream_failover_before_first_chunk() -> None:
 
 
 async def test_timeout_before_first_token_fails_over() -> None:
-    rig = Rig(_fakes(small=FakeTarget("small", delay_s=2)), limits=LimitsConfig(request_timeout_s=0.1))
+    # request_timeout_s is the request's whole deadline; the attempt limit (floor here) moves it on.
+    limits = LimitsConfig(request_timeout_s=5, attempt_timeout_floor_s=0.1, attempt_timeout_factor=0.001)
+    rig = Rig(_fakes(small=FakeTarget("small", delay_s=2)), limits=limits)
     r = await rig.openai().chat.completions.with_raw_response.create(
         model="auto", messages=[{"role": "user", "content": "hi"}]
     )
