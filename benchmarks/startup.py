@@ -41,8 +41,14 @@ def config_copy(src: Path, port: int, dst: Path, cache_dir: str | None) -> Path:
     cfg["http_options"]["host"] = "127.0.0.1"
     if cache_dir is not None:
         for app in cfg.get("applications", []):
+            args = app.setdefault("args", {})
             if app.get("import_path") == "router.app:build":
-                app.setdefault("args", {})["cache_dir"] = cache_dir
+                args["cache_dir"] = cache_dir
+                for m in args.get("models") or ():
+                    if m.get("app"):  # must equal its model application's args (routerctl check)
+                        m["cache_dir"] = cache_dir
+            elif app.get("import_path") == "router.app:build_model":
+                args["cache_dir"] = cache_dir
     dst.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return dst
 

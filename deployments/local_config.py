@@ -1,4 +1,13 @@
-"""Typed entry for one local (vLLM) model in cluster.yaml. No I/O here."""
+"""Typed entry for one local (vLLM) model in cluster.yaml. No I/O here.
+
+Two layers, so that a change to what only routing reads never restarts an engine:
+- `EngineConfig`: what the engine is built from (source, placement, replicas, engine_kwargs). It is the
+  whole `args` of a model's own Serve application (`router.app:build_model`); Serve restarts that
+  model's replicas when these args change, and only then.
+- `LocalModelConfig` = EngineConfig + what the router alone reads (prices, priors, cold-start prior, the
+  application serving it). It is an entry of the router app's `models`; cluster.yaml writes the engine
+  part once (a YAML anchor) and merges it into the router's entry (`<<:`), see docs/router.md.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,12 @@ class Autoscaling(BaseModel):
     min_replicas: int = Field(1, ge=0, description="Fewest replicas Serve keeps.")
     max_replicas: int = Field(1, ge=1, description="Most replicas Serve starts.")
     target_ongoing_requests: float = Field(8, gt=0, description="Requests per replica Serve aims at.")
+    upscale_delay_s: float | None = Field(
+        None, ge=0, description="Serve's upscale delay (None: Serve's default; scaling from zero skips it)."
+    )
+    downscale_delay_s: float | None = Field(
+        None, ge=0, description="Idle time before Serve removes a replica (None: Serve's default, 600 s)."
+    )
 
     @model_validator(mode="after")
     def _order(self) -> Autoscaling:
@@ -37,10 +52,17 @@ class CpuPlacement(BaseModel):
         description="VLLM_CPU_OMP_THREADS_BIND for this engine ('auto' = one core per engine, round robin;"
         " e.g. '0-3' or '0|1' for explicit cores).",
     )
+    auto_index: int | None = Field(
+        None,
+        ge=0,
+        description="With omp_threads_bind 'auto' for a model in its own application: which CPU engine of "
+        "the machine this is (core = auto_index mod cores). Models bound in the router's app are numbered "
+        "in config order instead.",
+    )
 
 
-class LocalModelConfig(BaseModel):
-    """One vLLM model deployment (built on ray.serve.llm)."""
+class EngineConfig(BaseModel):
+    """What one vLLM model deployment (ray.serve.llm) is built from: the args of its own application."""
 
     model_config = _STRICT
 
@@ -52,7 +74,9 @@ class LocalModelConfig(BaseModel):
     accelerator_type: str | None = Field(None, description="GPU type, e.g. 'A100', 'L4' (GPU only).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (GPU only).")
     num_replicas: int | None = Field(1, ge=1, description="Fixed replica count (None with autoscaling).")
-    autoscaling: Autoscaling | None = Field(None, description="Autoscaling instead of num_replicas.")
+    autoscaling: Autoscaling | None = Field(
+        None, description="Autoscaling instead of num_replicas (min_replicas 0: the model scales from zero)."
+    )
     max_ongoing_requests: int = Field(16, ge=1, description="Requests Serve sends one replica at once.")
     max_replicas_per_node: int | None = Field(
         None, ge=1, description="Spread replicas: at most this many on one node (multi-node clusters)."
@@ -62,6 +86,39 @@ class LocalModelConfig(BaseModel):
         256 * 2**20, ge=2**20, description="KV cache size; set on CPU so vLLM does not reserve most RAM."
     )
     cpu: CpuPlacement = Field(default_factory=CpuPlacement, description="CPU engine resources.")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to vLLM unchanged (the only free-form mapping)."
+    )
+    cache_dir: str | None = Field(
+        None, description="Prepared-model cache of this model (default: the router's cache_dir, "
+        "$ROUTER_CACHE_DIR, ~/.cache/llm-router)."
+    )
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> EngineConfig:
+        if self.autoscaling is not None and self.num_replicas not in (None, 1):
+            raise ValueError("give either num_replicas or autoscaling, not both")
+        if self.accelerator == "cpu" and (self.tensor_parallel_size != 1 or self.accelerator_type):
+            raise ValueError("tensor_parallel_size and accelerator_type apply to accelerator: gpu only")
+        return self
+
+    def engine(self) -> EngineConfig:
+        """Only the engine part (what a model application's args must equal)."""
+        return EngineConfig.model_validate(self.model_dump(include=set(EngineConfig.model_fields)))
+
+    @property
+    def scales_from_zero(self) -> bool:
+        return self.autoscaling is not None and self.autoscaling.min_replicas == 0
+
+
+class LocalModelConfig(EngineConfig):
+    """One local model as the router sees it: the engine part plus what only routing reads."""
+
+    app: str | None = Field(
+        None,
+        description="Name of the Serve application that serves this model (its args: the engine part), so "
+        "router changes never restart it. None: the router binds the engine in its own application.",
+    )
     input_price_per_mtok: float | None = Field(None, ge=0, description="USD per 1M input tokens.")
     output_price_per_mtok: float | None = Field(None, ge=0, description="USD per 1M output tokens.")
     hourly_cost_usd: float | None = Field(
@@ -70,17 +127,14 @@ class LocalModelConfig(BaseModel):
     throughput_tok_s: float | None = Field(None, gt=0, description="Measured output tokens per second.")
     quality_prior: float = Field(0.5, ge=0, le=1, description="P(acceptable) before any learned model.")
     latency: LatencyPrior = Field(default_factory=LatencyPrior, description="Cold-start latency prior.")
-    tags: tuple[str, ...] = Field((), description="Free labels.")
-    engine_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="Passed to vLLM unchanged (the only free-form mapping)."
+    cold_start_s: float = Field(
+        90.0, gt=0, description="Seconds from waking a scaled-to-zero model to its first answer (the prior; "
+        "the router measures each wake-up and uses that from then on)."
     )
+    tags: tuple[str, ...] = Field((), description="Free labels.")
 
     @model_validator(mode="after")
-    def _check(self) -> LocalModelConfig:
-        if self.autoscaling is not None and self.num_replicas not in (None, 1):
-            raise ValueError("give either num_replicas or autoscaling, not both")
-        if self.accelerator == "cpu" and (self.tensor_parallel_size != 1 or self.accelerator_type):
-            raise ValueError("tensor_parallel_size and accelerator_type apply to accelerator: gpu only")
+    def _check_prices(self) -> LocalModelConfig:
         priced = self.input_price_per_mtok is not None or self.output_price_per_mtok is not None
         derived = self.hourly_cost_usd is not None or self.throughput_tok_s is not None
         if priced and derived:

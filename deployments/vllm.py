@@ -15,14 +15,17 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from deployments.local_config import LocalModelConfig
+from deployments.local_config import EngineConfig
 from deployments.vllm_plugin import FLAG as FORK_FLAG
 
 _DONE = "[DONE]"
 
 
-def omp_bind(models: list[LocalModelConfig]) -> dict[str, str]:
-    """VLLM_CPU_OMP_THREADS_BIND per CPU model: 'auto' gives each engine its own core, round robin."""
+def omp_bind(models: list[EngineConfig]) -> dict[str, str]:
+    """VLLM_CPU_OMP_THREADS_BIND per CPU model: 'auto' gives each engine its own core, round robin.
+
+    A model in its own application cannot see the others, so its place in the round comes from
+    `cpu.auto_index` when set (else its position in `models`)."""
     cores = os.cpu_count() or 1
     binds: dict[str, str] = {}
     nxt = 0
@@ -32,19 +35,19 @@ def omp_bind(models: list[LocalModelConfig]) -> dict[str, str]:
         if m.cpu.omp_threads_bind != "auto":
             binds[m.id] = m.cpu.omp_threads_bind
         else:
-            binds[m.id] = str(nxt % cores)
+            binds[m.id] = str((nxt if m.cpu.auto_index is None else m.cpu.auto_index) % cores)
             nxt += 1
     return binds
 
 
-def llm_config(model: LocalModelConfig, path: str, omp_threads_bind: str | None) -> Any:
+def llm_config(model: EngineConfig, path: str, omp_threads_bind: str | None) -> Any:
     """Build the ray.serve.llm LLMConfig for one model entry."""
     from ray.serve.llm import LLMConfig
 
     engine_kwargs: dict[str, Any] = {"max_model_len": model.context_window}
     deployment: dict[str, Any] = {"max_ongoing_requests": model.max_ongoing_requests}
     if model.autoscaling is not None:
-        deployment["autoscaling_config"] = model.autoscaling.model_dump()
+        deployment["autoscaling_config"] = model.autoscaling.model_dump(exclude_none=True)
     else:
         deployment["num_replicas"] = model.num_replicas or 1
     if model.max_replicas_per_node is not None:
@@ -77,7 +80,7 @@ def llm_config(model: LocalModelConfig, path: str, omp_threads_bind: str | None)
     )
 
 
-def build_model_deployment(model: LocalModelConfig, path: str, omp_threads_bind: str | None) -> Any:
+def build_model_deployment(model: EngineConfig, path: str, omp_threads_bind: str | None) -> Any:
     """A bound Serve application for one model (RouterLLMServer behind ray.serve.llm's options)."""
     from ray.serve.llm import build_llm_deployment
 
@@ -93,6 +96,11 @@ def _import_server_base() -> type:
 
 class RouterLLMServer(_import_server_base()):  # type: ignore[misc]
     """LLMServer plus the dict-level calls the router's ingress uses (see module docstring)."""
+
+    async def wake(self) -> dict[str, Any]:
+        """The router's wake-up call for a model scaled to zero: Serve's autoscaler counts the call queued
+        at the handle and starts a replica; the answer says a replica is up and serving."""
+        return {"pid": os.getpid()}
 
     async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         async for item in self._engine_call(endpoint, {**body, "stream": False}):

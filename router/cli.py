@@ -47,8 +47,9 @@ def _prepare(args: argparse.Namespace) -> int:
         return 1
     results = []
     for cfg in configs:
-        cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
-        for m in cfg.models:
+        for m in cfg.models:  # the router's entries hold every model's engine part, own app or not
+            cache_dir = m.cache_dir or cfg.cache_dir
+            cache = Path(cache_dir).expanduser() if cache_dir else None
             try:
                 path = prepare(m.id, m.source, cache, force=args.force)
             except ModelSourceError as e:

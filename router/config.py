@@ -35,6 +35,9 @@ class IngressConfig(BaseModel):
     replica_poll_s: float = Field(
         2.0, gt=0, description="How often the ingress asks Serve which model deployments have running replicas."
     )
+    wake_timeout_s: float = Field(
+        900.0, gt=0, description="How long a wake-up call to a model scaled to zero may wait for its replica."
+    )
     metrics_flush_s: float = Field(
         1.0, gt=0, le=60, description="How often buffered metrics go to the exporter (off the request path)."
     )
@@ -74,6 +77,10 @@ class AppConfig(BaseModel):
             raise ValueError("'auto' is reserved for routing and cannot be a target id")
         if not ids:
             raise ValueError("configure at least one model or provider")
+        apps = [m.app for m in self.models if m.app is not None]
+        shared = sorted({a for a in apps if apps.count(a) > 1})
+        if shared:
+            raise ValueError(f"each model needs an application of its own; shared: {', '.join(shared)}")
         known = set(ids)
         for field in ("target", "strong", "weak"):
             ref = getattr(self.policy, field, None)

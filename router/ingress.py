@@ -1,6 +1,9 @@
 """The Serve ingress deployment: builds the RouterService in the replica and serves router.api's app.
 
 The request path is proxy -> this replica -> one handle call to the chosen target: one hop, no more.
+A local model is a deployment `model-<id>` either in this application or in an application of its own
+(`app:` in its entry; then a router-only config change never restarts its engine); the replica poll
+reads both the same way and tells the live view which models are up, cold (scaled to zero) or warming.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from policies.config import build_latency, build_policy, build_quality
 from policies.types import Target
 from router.api import make_app
 from router.auth import KeyStore
+from router.cold import ColdAware
 from router.config import AppConfig
 from router.metrics import BufferedMetrics, default_metrics
 from router.service import RouterService
@@ -30,15 +34,17 @@ log = logging.getLogger("router")
 def build_service(cfg: AppConfig, clients: Mapping[str, Any]) -> RouterService:
     """Wire config, clients, policy and live view together (also used by tests without Serve)."""
     targets = cfg.targets()
+    cold = {m.id: m.cold_start_s for m in cfg.models if m.scales_from_zero}
     view = LiveView(targets, build_latency(cfg.latency, per_ingress(targets, cfg.ingress.num_replicas)),
-                    build_quality(cfg.quality, targets))
+                    build_quality(cfg.quality, targets), cold_start_s=cold)
+    policy = build_policy(cfg.policy)
     auth = KeyStore.from_config(cfg.auth)
     if auth.open:
         log.warning("router: no API keys configured: the endpoint is open to anyone who can reach it")
     return RouterService(
         targets,
         clients,
-        build_policy(cfg.policy),
+        ColdAware(policy, list(cold)) if cold else policy,
         view,
         auth=auth,
         limits=cfg.limits,
@@ -47,27 +53,38 @@ def build_service(cfg: AppConfig, clients: Mapping[str, Any]) -> RouterService:
     )
 
 
-def running_replicas(app: str) -> dict[str, int]:
-    """RUNNING replicas per deployment of `app`.
+ModelState = tuple[int, int | None]  # (RUNNING replicas, target replicas or None if unknown)
+
+
+def replica_states(wanted: Mapping[str, tuple[str, str]]) -> dict[str, ModelState]:
+    """(RUNNING replicas, target replicas) per model id, for {model id: (application, deployment)}.
+    A model whose application or deployment does not exist (yet) is left out.
 
     `serve.status()` re-validates the controller's whole answer into pydantic models, and on the way
     cloudpickles every deployment's request-router class: ~9% of the ingress replica's CPU under load
     when polled every second (py-spy, benchmarks/overhead.py --profile). The controller's raw dict has
     the same replica states for none of that cost; `serve.status()` stays the fallback.
     """
+    out: dict[str, ModelState] = {}
     try:
         from ray.serve.context import _get_global_client
 
         client = _get_global_client()
         if client is None:
             raise LookupError("no Serve controller client")
-        details = client.get_serve_details()
-        deployments = details["applications"][app]["deployments"]
-        return {name: sum(1 for r in d.get("replicas", ()) if r.get("state") == "RUNNING")  # str enum or str
-                for name, d in deployments.items()}
+        apps = client.get_serve_details()["applications"]
+        for tid, (app, name) in wanted.items():
+            d = (apps.get(app) or {}).get("deployments", {}).get(name)
+            if d is not None:
+                running = sum(1 for r in d.get("replicas", ()) if r.get("state") == "RUNNING")  # str enum
+                out[tid] = (running, d.get("target_num_replicas"))
     except (ImportError, AttributeError, KeyError, TypeError, LookupError):
-        status = serve.status().applications[app].deployments
-        return {name: d.replica_states.get("RUNNING", 0) for name, d in status.items()}  # type: ignore[call-overload]
+        status = serve.status().applications
+        for tid, (app, name) in wanted.items():
+            dep = status[app].deployments.get(name) if app in status else None
+            if dep is not None:
+                out[tid] = (dep.replica_states.get("RUNNING", 0), None)  # type: ignore[call-overload]
+    return out
 
 
 def per_ingress(targets: Sequence[Target], ingress_replicas: int) -> list[Target]:
@@ -84,9 +101,19 @@ def per_ingress(targets: Sequence[Target], ingress_replicas: int) -> list[Target
 class RouterIngress:
     def __init__(self, config: dict[str, Any], handles: dict[str, Any]) -> None:
         self.cfg = AppConfig.model_validate(config)
+        handles = dict(handles)
+        for m in self.cfg.models:
+            if m.app is not None:  # its own application: found by name, lazily (it may still be starting)
+                handles[m.id] = serve.get_deployment_handle(f"model-{m.id}", app_name=m.app)
         self.service = build_service(self.cfg, {tid: HandleClient(h) for tid, h in handles.items()})
         self._providers = {p.id: handles[p.id] for p in self.cfg.providers}
-        self._models = {f"model-{m.id}": m.id for m in self.cfg.models}
+        own = serve.get_replica_context().app_name
+        # model id -> (application, deployment): router.app binds inline ones as "model-<id>" here
+        self._models = {m.id: (m.app or own, f"model-{m.id}") for m in self.cfg.models}
+        self._scale_from_zero = {m.id for m in self.cfg.models if m.scales_from_zero}
+        self._handles = {m.id: handles[m.id] for m in self.cfg.models}
+        self._wakes: set[asyncio.Task[None]] = set()
+        self.service.view.set_waker(self._wake)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __serve_build_asgi_app__(self) -> Any:
@@ -94,6 +121,12 @@ class RouterIngress:
         if self._providers:
             self._tasks.append(loop.create_task(self._poll_health()))
         if self._models:
+            # One poll before this replica takes traffic, so a new replica (a reload) starts with the
+            # real model states, not "all healthy".
+            try:
+                await asyncio.wait_for(self._poll_once(), timeout=10)
+            except Exception:
+                log.warning("first replica poll failed; models count as healthy until the next one")
             self._tasks.append(loop.create_task(self._poll_replicas()))
         if isinstance(self.service.metrics, BufferedMetrics):
             self._tasks.append(loop.create_task(self._flush_metrics(self.service.metrics)))
@@ -107,10 +140,14 @@ class RouterIngress:
             except Exception:
                 pass
 
-    async def stats(self) -> dict[str, int]:
+    async def stats(self) -> dict[str, Any]:
         """For operators and the soak test (a handle call, no HTTP route): asyncio tasks alive in the
-        replica's request event loop (a leak shows as growth between idle moments)."""
-        return {"asyncio_tasks": len(asyncio.all_tasks())}
+        replica's request event loop (a leak shows as growth between idle moments), model states and the
+        cold-start estimates of models that scale from zero."""
+        view = self.service.view
+        return {"asyncio_tasks": len(asyncio.all_tasks()),
+                "states": {tid: view.state(tid) for tid in self._models},
+                "cold_start": {tid: view.cold_start(tid) for tid in self._scale_from_zero}}
 
     async def _flush_metrics(self, metrics: BufferedMetrics) -> None:
         # Recording a Ray metric costs more than a routing decision; the request path only appends to
@@ -125,19 +162,49 @@ class RouterIngress:
     async def _poll_replicas(self) -> None:
         # A model whose replicas all died queues requests until Serve restarts one (about a minute for
         # a vLLM engine). Marking it down lets the policy pick another target meanwhile.
-        app = serve.get_replica_context().app_name
-        set_replicas = getattr(self.service.view.latency, "set_replicas", None)
         while True:
+            await asyncio.sleep(self.cfg.ingress.replica_poll_s)
             try:
-                running = await asyncio.to_thread(running_replicas, app)  # a blocking controller call
-                for name, tid in self._models.items():
-                    n = running.get(name, 0)
-                    self.service.view.set_health(tid, None if n else False)
-                    if n and set_replicas is not None:  # autoscaling, or replicas lost with a node
-                        set_replicas(tid, n)
+                await self._poll_once()
             except Exception:  # status unavailable (controller restarting): keep the last known state
                 log.debug("replica status poll failed", exc_info=True)
-            await asyncio.sleep(self.cfg.ingress.replica_poll_s)
+
+    async def _poll_once(self) -> None:
+        states = await asyncio.to_thread(replica_states, self._models)  # a blocking controller call
+        view = self.service.view
+        set_replicas = getattr(view.latency, "set_replicas", None)
+        for tid in self._models:
+            running, target = states.get(tid, (0, None))
+            if running:
+                view.set_health(tid, None)
+                view.set_scale_state(tid, None)
+                if set_replicas is not None:  # autoscaling, or replicas lost with a node
+                    set_replicas(tid, running)
+            elif tid in self._scale_from_zero and tid in states:
+                # Scaled to zero is not down: the model can be woken (router/cold.py).
+                view.set_health(tid, None)
+                view.set_scale_state(tid, "cold" if target == 0 or target is None else "warming")
+            else:
+                view.set_scale_state(tid, None)
+                view.set_health(tid, False)
+
+    def _wake(self, tid: str) -> None:
+        """The view's waker: one call to the cold model, off the request path (router/cold.py)."""
+        task = asyncio.get_running_loop().create_task(self._wake_call(tid))
+        self._wakes.add(task)
+        task.add_done_callback(self._wakes.discard)
+
+    async def _wake_call(self, tid: str) -> None:
+        ok = False
+        try:
+            # Queued at the handle while no replica runs: Serve's autoscaler counts it and starts one.
+            await asyncio.wait_for(self._handles[tid].wake.remote(), timeout=self.cfg.ingress.wake_timeout_s)
+            ok = True
+            log.info("model '%s' woke up", tid)
+        except Exception as e:  # the poll still sees the replica once it runs
+            log.warning("wake-up call to '%s' failed: %s", tid, type(e).__name__)
+        finally:
+            self.service.view.woke(tid, ok)
 
     async def _poll_health(self) -> None:
         # Provider breakers live in the provider replicas; a cheap poll keeps the policy from choosing

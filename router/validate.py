@@ -48,21 +48,27 @@ def parse_args(args: dict[str, Any] | None, prefix: str = "args") -> AppConfig:
 
 
 def model_problems(cfg: AppConfig, prefix: str, require_prepared: bool) -> list[str]:
-    """Sources that do not resolve, and (optionally) GGUF sources not converted yet."""
-    cache = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None
+    """Sources that do not resolve, and (optionally) GGUF sources not converted yet. Models served by an
+    application of their own are checked with that application's args (router/layout.py)."""
     out: list[str] = []
     for i, m in enumerate(cfg.models):
-        try:
-            r = resolve(m.source, cache)
-        except ModelSourceError as e:
-            out.append(f"{prefix}.models[{i}].source: {e}")
-            continue
-        if require_prepared and r.kind == "gguf" and not is_prepared(prepared_dir(m.id, m.source, cache)):
-            out.append(
-                f"{prefix}.models[{i}].source: model '{m.id}' is not prepared; "
-                "run `routerctl prepare-models CONFIG` (make run does it)"
-            )
+        if m.app is None:
+            out += engine_source_problems(m, f"{prefix}.models[{i}]", require_prepared, cfg.cache_dir)
     return out
+
+
+def engine_source_problems(m: Any, prefix: str, require_prepared: bool, cache_dir: str | None = None) -> list[str]:
+    """The same for one model entry or model application's args (an EngineConfig)."""
+    cache_dir = m.cache_dir or cache_dir
+    cache = Path(cache_dir).expanduser() if cache_dir else None
+    try:
+        r = resolve(m.source, cache)
+    except ModelSourceError as e:
+        return [f"{prefix}.source: {e}"]
+    if require_prepared and r.kind == "gguf" and not is_prepared(prepared_dir(m.id, m.source, cache)):
+        return [f"{prefix}.source: model '{m.id}' is not prepared; "
+                "run `routerctl prepare-models CONFIG` (make run does it)"]
+    return []
 
 
 def load_serve_config(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -92,7 +98,7 @@ def check_serve_config(data: dict[str, Any], require_prepared: bool = False) -> 
     if not isinstance(apps, list) or not apps:
         problems.append("applications: list at least one application")
         raise ConfigError(problems)
-    configs: list[AppConfig] = []
+    configs: dict[int, AppConfig] = {}
     for i, app in enumerate(apps):
         if not isinstance(app, dict) or app.get("import_path") != APP_IMPORT_PATH:
             continue
@@ -103,9 +109,12 @@ def check_serve_config(data: dict[str, Any], require_prepared: bool = False) -> 
             problems += e.problems
             continue
         problems += model_problems(cfg, prefix, require_prepared)
-        configs.append(cfg)
+        configs[i] = cfg
+    from router.layout import model_app_problems
+
+    problems += model_app_problems(apps, configs, require_prepared)
     if not configs and not problems:
         problems.append(f"applications: no application with import_path '{APP_IMPORT_PATH}'")
     if problems:
         raise ConfigError(problems)
-    return configs
+    return list(configs.values())

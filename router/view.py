@@ -5,6 +5,12 @@ Health has two sources, both cheap to read at decision time:
   request after the cool-down is the probe (a success resets the count, a failure restarts it);
 - active: health callbacks `() -> bool` per target (e.g. a cached provider breaker state) and pushed
   states (`set_health`), for a background poller in the ingress. Callbacks must not block or do I/O.
+
+Models that scale from zero add two states, pushed by the ingress's replica poll (`set_scale_state`):
+"cold" (no replica, none wanted) and "warming" (replicas starting). Both stay routable: `healthy()` is
+"may be routed to", and `latency.predict` adds the remaining cold start (the `cold_start_s` prior, then
+the measured wake-ups), so a latency-bounded request only waits for a start-up that fits its bound.
+`wake(tid)` asks the ingress (through `set_waker`) to wake a cold model; router/cold.py decides when.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from typing import Any, Literal
 from policies.base import LatencyView, QualityPredictor
 from policies.types import Target
 
-TargetState = Literal["healthy", "cooling_down", "down"]
+TargetState = Literal["healthy", "cooling_down", "down", "cold", "warming"]
+ScaleState = Literal["cold", "warming"]
+ROUTABLE: frozenset[str] = frozenset({"healthy", "cold", "warming"})
 
 
 def _noop(*_args: Any, **_kw: Any) -> None:
@@ -37,9 +45,18 @@ class LiveView:
         error_threshold: int = 3,
         cooldown_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        cold_start_s: Mapping[str, float] | None = None,
     ) -> None:
         self._targets = tuple(targets)
-        self._latency = latency
+        self._raw_latency = latency
+        self._latency: LatencyView = _ColdLatency(latency, self) if cold_start_s else latency
+        # Scale-from-zero: the pushed state, the estimated cold start (prior, then measured) and, while a
+        # wake-up is under way, when it began.
+        self._scale: dict[str, ScaleState] = {}
+        self._cold_start_s: dict[str, float] = dict(cold_start_s or {})
+        self._measured: dict[str, int] = {}
+        self._waking: dict[str, float] = {}
+        self._waker: Callable[[str], None] | None = None
         self._quality = quality
         self._checks: dict[str, Callable[[], bool]] = dict(health_checks or {})
         self._pushed: dict[str, bool] = {}
@@ -70,11 +87,17 @@ class LiveView:
         return self._latency
 
     @property
+    def raw_latency(self) -> LatencyView:
+        """The estimator without cold-start waits (what a target would do once warm)."""
+        return self._raw_latency
+
+    @property
     def quality(self) -> QualityPredictor:
         return self._quality
 
     def healthy(self, target_id: str) -> bool:
-        return self.state(target_id) == "healthy"
+        """May a request be routed to it: healthy, or cold/warming (it then waits for the start-up)."""
+        return self.state(target_id) in ROUTABLE
 
     def state(self, target_id: str) -> TargetState:
         if self._pushed.get(target_id) is False:
@@ -86,6 +109,11 @@ class LiveView:
                     return "down"
             except Exception:  # a broken probe must not break routing: treat as down
                 return "down"
+        if target_id in self._waking:
+            return "warming"
+        scale = self._scale.get(target_id)
+        if scale is not None:
+            return scale
         until = self._down_until.get(target_id)
         if until is not None:
             if self._clock() < until:
@@ -104,9 +132,66 @@ class LiveView:
         else:
             self._pushed[target_id] = healthy
 
+    # -- scale from zero -----------------------------------------------------------------------------
+    def set_scale_state(self, target_id: str, state: ScaleState | None) -> None:
+        """Push "cold" / "warming" from the replica poll (None: replicas are running)."""
+        if state is None:
+            self._scale.pop(target_id, None)
+        else:
+            self._scale[target_id] = state
+
+    def set_waker(self, waker: Callable[[str], None] | None) -> None:
+        """`waker(tid)` starts a wake-up call (must not block); the ingress reports back with `woke`."""
+        self._waker = waker
+
+    def wake(self, target_id: str) -> bool:
+        """Wake a cold model (once: a wake-up under way is not repeated). True if one was started."""
+        if target_id in self._waking or self._scale.get(target_id) != "cold":
+            return False
+        self._waking[target_id] = self._clock()
+        if self._waker is not None:
+            try:
+                self._waker(target_id)
+            except Exception:  # routing goes on; the poll keeps the state honest
+                self._waking.pop(target_id, None)
+                return False
+        return True
+
+    def woke(self, target_id: str, ok: bool) -> None:
+        """The wake-up call returned (ok: a replica answered it). Its duration is the measured cold start."""
+        t0 = self._waking.pop(target_id, None)
+        if not ok or t0 is None:
+            return
+        seconds = max(self._clock() - t0, 0.0)
+        n = self._measured.get(target_id, 0)
+        prior = self._cold_start_s.get(target_id, seconds)
+        # the first measurement replaces the prior; later ones move the estimate halfway
+        self._cold_start_s[target_id] = seconds if n == 0 else 0.5 * (prior + seconds)
+        self._measured[target_id] = n + 1
+        self._scale.pop(target_id, None)
+
+    def cold_start(self, target_id: str) -> dict[str, Any]:
+        """The cold-start estimate: seconds and whether measured (for /v1/models and the ingress stats)."""
+        return {"seconds": round(self._cold_start_s.get(target_id, 0.0), 2),
+                "measured": self._measured.get(target_id, 0)}
+
+    def cold_wait_ms(self, target_id: str) -> float:
+        """What a request sent now would wait for a start-up: all of it when cold, the rest when warming."""
+        state = self._scale.get(target_id)
+        t0 = self._waking.get(target_id)
+        if state is None and t0 is None:
+            return 0.0
+        est = self._cold_start_s.get(target_id, 0.0)
+        if t0 is None:
+            return est * 1000 if state == "cold" else 0.5 * est * 1000  # warming, started by someone else
+        # an overdue start-up is not "almost done": keep a fifth of the estimate
+        return max(est - (self._clock() - t0), 0.2 * est) * 1000
+
     # -- feedback from the router --------------------------------------------------------------------
     def started(self, target_id: str) -> Any:
         """A call was sent; returns the ticket to hand to `observe` and `finished`."""
+        if self._scale.get(target_id) == "cold":
+            self.wake(target_id)  # the call itself makes Serve scale up; measure the start-up alongside
         return self._started(target_id)
 
     def finished(self, target_id: str, ticket: Any = None) -> None:
@@ -134,3 +219,19 @@ class LiveView:
         if n >= self._threshold:
             self._down_until[target_id] = self._clock() + self._cooldown_s
             self._consecutive[target_id] = 0
+
+
+class _ColdLatency:
+    """The estimator's predictions plus the wait for a cold or warming model's start-up."""
+
+    def __init__(self, inner: LatencyView, view: LiveView) -> None:
+        self._inner = inner
+        self._view = view
+
+    def predict(self, target: Target, prompt_tokens: int, output_tokens: int) -> tuple[float, float]:
+        ttft, e2e = self._inner.predict(target, prompt_tokens, output_tokens)
+        wait = self._view.cold_wait_ms(target.id)
+        return (ttft + wait, e2e + wait) if wait else (ttft, e2e)
+
+    def __getattr__(self, name: str) -> Any:  # load, set_replicas, observe, ... of the estimator
+        return getattr(self._inner, name)
