@@ -21,7 +21,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from router.errors import (
     BadRequest,
     InternalError,
-    NoHealthyTarget,
     NotFound,
     PayloadTooLarge,
     RouterError,
@@ -43,6 +42,8 @@ class Service(Protocol):
     async def chat_stream(self, body: dict[str, Any], headers: Any, endpoint: Any = "chat") -> Any: ...
 
     def models(self, headers: Any) -> dict[str, Any]: ...
+
+    async def usage(self, headers: Any) -> dict[str, Any]: ...
 
     def health(self) -> dict[str, Any]: ...
 
@@ -100,6 +101,24 @@ async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     yield b"data: [DONE]\n\n"
 
 
+class _ClosingStream(StreamingResponse):
+    """Closes the service's stream however the response ends: Starlette never closes body iterators,
+    and a client gone before the first chunk is pulled would leave the upstream call, its charge and
+    its span open until garbage collection."""
+
+    def __init__(self, chunks: AsyncIterator[dict[str, Any]], **kw: Any) -> None:
+        super().__init__(_sse(chunks), **kw)
+        self._chunks = chunks
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self._chunks, "aclose", None)
+            if close is not None:
+                await close()
+
+
 def _guard(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
     """Every failure of a handler goes through error_response (not Starlette's 500 page)."""
 
@@ -113,24 +132,6 @@ def _guard(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitab
     return wrapped
 
 
-class ServiceSlot:
-    """A `service_getter` for a Serve ingress: the replica `set()`s its service in `__init__`.
-
-    Until then (or if construction failed) requests get 503, not an AttributeError.
-    """
-
-    def __init__(self) -> None:
-        self._service: Service | None = None
-
-    def set(self, service: Service | None) -> None:
-        self._service = service
-
-    def __call__(self) -> Service:
-        if self._service is None:
-            raise NoHealthyTarget("the router is starting", code="router_starting")
-        return self._service
-
-
 def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router") -> FastAPI:
     """The FastAPI app; `service_getter()` is called per request (cheap: return a stored object)."""
     app = FastAPI(title=title, docs_url=None, redoc_url=None)
@@ -140,9 +141,7 @@ def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router"
         body = await _read_body(request, service.limits.max_body_bytes)
         if body.get("stream") is True:
             chunks, headers = await service.chat_stream(body, request.headers, endpoint)
-            return StreamingResponse(
-                _sse(chunks), media_type="text/event-stream", headers={**_SSE_HEADERS, **headers}
-            )
+            return _ClosingStream(chunks, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})
         resp, headers = await service.chat(body, request.headers, endpoint)
         return JSONResponse(resp, headers=headers)
 
@@ -159,12 +158,17 @@ def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router"
         return JSONResponse(service_getter().models(request.headers))
 
     @_guard
+    async def usage(request: Request) -> Response:  # the calling key's own spend only
+        return JSONResponse(await service_getter().usage(request.headers))
+
+    @_guard
     async def healthz(request: Request) -> Response:
         return JSONResponse(service_getter().health())
 
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/completions", completions, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/usage", usage, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
 
     @app.exception_handler(RouterError)

@@ -211,17 +211,5 @@ class KeyStore:
     def check_budget(self, principal: Principal) -> None:
         """The cheap check before planning: a zero budget admits nothing (the real check is the
         reservation in router.budget, once the expected cost is known)."""
-        if principal.budget_usd is not None and (
-            principal.budget_usd <= 0 or principal.name in self.__dict__.get("_gone", ())
-        ):
+        if principal.budget_usd is not None and principal.budget_usd <= 0:
             raise BudgetExhausted(f"spend budget exhausted for key '{principal.name}': the budget is 0 USD")
-
-    # Transitional (removed once router.service reserves through router.budget): in-process spend.
-    def charge(self, principal: Principal, usd: float) -> None:
-        spent = self.__dict__.setdefault("_spent", {})
-        spent[principal.name] = spent.get(principal.name, 0.0) + max(usd, 0.0)
-        if principal.budget_usd is not None and spent[principal.name] >= principal.budget_usd:
-            self.__dict__.setdefault("_gone", set()).add(principal.name)
-
-    def spent(self, name: str) -> float:
-        return float(self.__dict__.get("_spent", {}).get(name, 0.0))

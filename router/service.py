@@ -1,8 +1,10 @@
 """The request execution core: parse → authenticate → decide → call (with failover) → account.
 
 No Ray and no Starlette here: the ingress hands in plain dicts and gets back a response dict (or an
-async iterator of chunk dicts) plus the `x-router-*` headers. Every upstream call feeds the live view
-(started/finished, latency on success, errors) that the policy reads on the next decision.
+async iterator of chunk dicts) plus the `x-router-*` headers. Every upstream call is one
+`router.attempt.Attempt`: it reserves the call's expected cost against the key's budget, feeds the
+live view (started/finished, latency on success, errors) that the policy reads on the next decision,
+and charges what the call cost to the target that made it, on every way the call can end.
 """
 
 from __future__ import annotations
@@ -11,50 +13,33 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from opentelemetry.trace import Span
 
-from deployments.target import TargetClient
+from deployments.contracts import TargetClient
 from policies.base import Policy
 from policies.types import Target
+from router.attempt import Attempt, Deps, Relay, aclose_quietly, error_event
 from router.auth import AuthConfig, KeyStore
-from router.errors import (
-    BadGateway,
-    NoHealthyTarget,
-    RouterError,
-    StreamInterrupted,
-    UpstreamError,
-    UpstreamTimeout,
-)
-from router.failures import upstream_failure
+from router.budget import Budget, LocalLedger
+from router.errors import BadGateway, BudgetExhausted, NoHealthyTarget, RouterError, UpstreamError
 from router.limits import LimitsConfig
 from router.metrics import Metrics, NoMetrics
 from router.parse import Endpoint
 from router.plan import Plan, Planner
 from router.telemetry import Telemetry, record_error
-from router.usage import answer_signal, content_of, split_latency, usage_of
+from router.usage import answer_signal, split_latency, usage_of
 from router.view import LiveView
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class _Call:
-    """One upstream call: its target, span, estimator ticket and start time."""
+@runtime_checkable
+class Accepting(Protocol):
+    """A cascade policy: judges the cheap answer and asks for escalation when it looks weak."""
 
-    tid: str
-    span: Span
-    ticket: Any
-    t0: float = field(default_factory=time.perf_counter)
-    body: Mapping[str, Any] = field(default_factory=dict)
-    own_limit: bool = True  # False: the request's deadline, not the target's slowness, bounded the wait
-
-
-def _retryable(e: BaseException) -> bool:
-    # Class attribute on purpose: Ray re-raises handle errors as a subclass of the cause's class.
-    return not isinstance(e, RouterError) or (isinstance(e, UpstreamError) and e.retryable)
+    def accept(self, answer_text: str, mean_logprob: float | None = None) -> bool: ...
 
 
 class RouterService:
@@ -71,6 +56,7 @@ class RouterService:
         limits: LimitsConfig | None = None,
         telemetry: Telemetry | None = None,
         metrics: Metrics | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if not targets:
             raise ValueError("at least one target is needed")
@@ -86,7 +72,9 @@ class RouterService:
         self.limits = limits or LimitsConfig()
         self.telemetry = telemetry or Telemetry()
         self.metrics: Metrics = metrics or NoMetrics()
-        self._accept = getattr(policy, "accept", None)  # cascade policies only
+        self.budget = budget or Budget(LocalLedger())
+        self._accept = policy.accept if isinstance(policy, Accepting) else None
+        self._deps = Deps(view, self.telemetry, self.metrics, self.budget)
         self.planner = Planner(
             self.targets, policy, view, self.auth, self.limits, self.telemetry, self.metrics
         )
@@ -102,7 +90,7 @@ class RouterService:
             plan = self.planner.plan(body, headers, endpoint, span)
             resp, tid, reason, cost = await self._run(plan)
             self.metrics.request(tid, endpoint, "ok")
-            return resp, self._finish_span(span, tid, reason, cost, resp.get("usage"), plan)
+            return resp, self._finish_span(span, tid, reason, cost, resp.get("usage"))
         except BaseException as e:
             self._fail(span, e, endpoint)
             raise
@@ -116,6 +104,8 @@ class RouterService:
 
         Failures before that chunk move on to the next alternate; later ones end the stream with an
         `{"error": ...}` chunk. The cost header is the estimate (the actual cost is charged at the end).
+        The returned stream must be closed (`aclose()`) by whoever stops reading it; that ends the call,
+        its charge and the request's span even when not one chunk was read.
         """
         span = self.telemetry.server(endpoint, _model_of(body))
         try:
@@ -128,21 +118,28 @@ class RouterService:
             for i, tid in enumerate(plan.attempts):
                 if i and not self._next_ok(plan, tid, last):
                     continue
-                call = self._start(plan, tid, i)
-                agen = None
+                sent = {**plan.body, "model": tid}
+                a = await self._open(plan, tid, i, sent, stream=True, last=last)
+                if a is None:
+                    break
+                agen = self.clients[tid].stream(plan.endpoint, sent)
                 try:
-                    call.body = sent = {**plan.body, "model": tid}
-                    agen = self.clients[tid].stream(plan.endpoint, sent)
-                    first = await asyncio.wait_for(agen.__anext__(), self._attempt_timeout(plan, call, i, True))
+                    first = await a.call(anext(agen))
+                    if error_event(first):  # an error event before any output: the target failed
+                        raise BadGateway(f"target '{tid}' sent an error event before any output")
                 except BaseException as e:
-                    await _aclose(agen)
-                    last = self._upstream_failed(call, e)
+                    await aclose_quietly(agen)
+                    if isinstance(e, (asyncio.CancelledError, GeneratorExit)):
+                        a.abandon("cancelled")
+                        raise
+                    last = self._failed(a, e)
                     continue
                 reason = plan.reason + ("+failover" if i else "")
-                estimate = self._by_id[tid].expected_cost_usd(
-                    plan.route.prompt_tokens, plan.route.output_tokens
-                )
-                stream = self._relay(plan, call, reason, agen, first, wants_usage)
+                estimate = a.reservation.amount if a.reservation and a.reservation.leased else (
+                    self._by_id[tid].expected_cost_usd(plan.route.prompt_tokens, plan.route.output_tokens))
+                stream = Relay(a, agen, first, wants_usage=wants_usage,
+                               chunk_timeout_s=self.limits.request_timeout_s,
+                               on_end=lambda att, usage, err, r=reason: self._end_stream(plan, att, r, usage, err))
                 return stream, _headers(tid, reason, estimate)
             raise last or NoHealthyTarget("no healthy target left to try")
         except BaseException as e:
@@ -167,6 +164,10 @@ class RouterService:
                 })
         return {"object": "list", "data": data}
 
+    async def usage(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        """GET /v1/usage: the calling key's own spend and budget (never another key's)."""
+        return await self.budget.usage(self.auth.authenticate(headers.get("authorization")))
+
     def health(self) -> dict[str, Any]:
         states = {t.id: self.view.state(t.id) for t in self.targets}
         ok = any(s == "healthy" for s in states.values())
@@ -174,57 +175,62 @@ class RouterService:
 
     # -- non-streaming execution --------------------------------------------------------------------
     async def _run(self, plan: Plan) -> tuple[dict[str, Any], str, str, float]:
+        """Failover and cascade. Every call is charged to its own target; the answer's cost header is
+        what the request cost in all (a cascade pays for the cheap call and the escalation)."""
         last: BaseException | None = None
-        kept: tuple[dict[str, Any], str, str, float] | None = None  # a cascade answer we escalated from
+        kept: tuple[dict[str, Any], str, str] | None = None  # a cascade answer we escalated from
         spent = 0.0
         for i, tid in enumerate(plan.attempts):
             if i and not self._next_ok(plan, tid, last, escalating=kept is not None):
                 continue
             try:
-                resp, cost = await self._call(plan, tid, i)
+                got = await self._call(plan, tid, i, last)
             except UpstreamError as e:
+                if kept is not None:  # escalation failed: the cheap answer in hand beats an error
+                    logger.warning("escalation to %s failed (%s): returning the cheaper answer", tid, e.code)
+                    break
                 if not e.retryable:
                     raise
                 last = e
                 continue
+            except RouterError:
+                if kept is not None:  # e.g. the escalation was refused as invalid: keep the cheap answer
+                    break
+                raise
+            if got is None:  # the budget does not stretch to this attempt
+                break
+            resp, cost = got
             spent += cost
             reason = plan.reason + ("+escalated" if kept else "+failover" if i else "")
-            answer = (resp, tid, reason, spent)
             if self._escalate(plan, resp, i):
-                kept = answer
+                kept = (resp, tid, reason)
                 last = None
                 continue
-            self._account(plan, tid, spent)
-            return answer
+            return resp, tid, reason, spent
         if kept is not None:
-            self._account(plan, kept[1], spent)
             return kept[0], kept[1], kept[2], spent
         raise last or NoHealthyTarget("no healthy target left to try")
 
-    async def _call(self, plan: Plan, tid: str, attempt: int) -> tuple[dict[str, Any], float]:
+    async def _call(
+        self, plan: Plan, tid: str, i: int, last: BaseException | None
+    ) -> tuple[dict[str, Any], float] | None:
         body = {**plan.body, "model": tid}
         if self._accept is not None and plan.auto and "logprobs" not in body:
             body["logprobs"] = True if plan.endpoint == "chat" else 1
-        call = self._start(plan, tid, attempt)
-        call.body = body
+        a = await self._open(plan, tid, i, body, stream=False, last=last)
+        if a is None:
+            return None
         try:
-            resp = await asyncio.wait_for(
-                self.clients[tid].complete(plan.endpoint, body), self._attempt_timeout(plan, call, attempt, False)
-            )
-        except BaseException as e:
-            raise self._upstream_failed(call, e) from None
-        e2e_ms = (time.perf_counter() - call.t0) * 1000
-        target = self._by_id[tid]
+            async with a:
+                resp = await a.call(self.clients[tid].complete(plan.endpoint, body))
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException as e:  # Attempt.__aexit__ booked it and raised the error it stands for
+            raise self._failed(a, e, booked=True) from None
         usage = usage_of(resp, plan.route.prompt_tokens, plan.endpoint)
         resp["model"] = tid
-        ttft, tpot = split_latency(target, e2e_ms, usage["completion_tokens"])
-        self.view.observe(tid, ttft, tpot, usage["completion_tokens"], call.ticket)
-        self.view.finished(tid, call.ticket)
-        self.metrics.e2e(tid, e2e_ms)
-        cost = target.expected_cost_usd(usage["prompt_tokens"], usage["completion_tokens"])
-        _usage_attrs(call.span, tid, usage)
-        call.span.end()
-        return resp, cost
+        ttft, tpot = split_latency(a.target, a.elapsed_ms, usage["completion_tokens"])
+        return resp, a.ok(usage, ttft, tpot)
 
     def _escalate(self, plan: Plan, resp: dict[str, Any], i: int) -> bool:
         if self._accept is None or not plan.auto or i + 1 >= len(plan.attempts):
@@ -235,79 +241,43 @@ class RouterService:
                 choice.pop("logprobs", None)
         return not self._accept(text, mean_logprob)
 
-    # -- streaming ----------------------------------------------------------------------------------
-    async def _relay(
-        self, plan: Plan, call: _Call, reason: str, agen: AsyncIterator[dict[str, Any]],
-        first: dict[str, Any], wants_usage: bool = True,
-    ) -> AsyncIterator[dict[str, Any]]:
-        tid = call.tid
-        ttft_ms: float | None = None
-        usage: dict[str, Any] | None = None
-        pieces = 0
-        failed: BaseException | None = None
-        cancelled = False
-        chunk = first
+    # -- attempts -----------------------------------------------------------------------------------
+    async def _open(
+        self, plan: Plan, tid: str, i: int, body: Mapping[str, Any], *, stream: bool,
+        last: BaseException | None,
+    ) -> Attempt | None:
+        """Start attempt `i` at `tid`. The first attempt's BudgetExhausted is the request's 429 (before
+        any upstream call); a later one returns None: stop here with what the earlier attempts gave."""
+        timeout_s, own = self._attempt_timeout(plan, tid, i, stream)
+        a = Attempt(self._deps, plan, self._by_id[tid], i, stream=stream, timeout_s=timeout_s,
+                    own_limit=own, body=body)
         try:
-            while True:
-                chunk["model"] = tid
-                if chunk.get("usage"):
-                    usage = chunk["usage"]
-                if content_of(chunk):
-                    pieces += 1
-                    if ttft_ms is None:
-                        ttft_ms = (time.perf_counter() - call.t0) * 1000
-                if not wants_usage:
-                    chunk.pop("usage", None)
-                if wants_usage or chunk.get("choices"):  # the usage-only chunk has `"choices": []`
-                    yield chunk
-                try:
-                    chunk = await asyncio.wait_for(agen.__anext__(), self.limits.request_timeout_s)
-                except StopAsyncIteration:
-                    break
-        except (asyncio.CancelledError, GeneratorExit):  # the client went away
-            cancelled = True
-            raise
-        except Exception as e:
-            failed = e
-            err = e if isinstance(e, StreamInterrupted) else StreamInterrupted(
-                f"target '{tid}' failed mid-stream ({type(e).__name__})"
-            )
-            logger.warning("stream from %s interrupted: %s", tid, type(e).__name__)
-            yield err.body()
-        finally:
-            self._end_stream(plan, call, reason, ttft_ms, usage, pieces, failed, cancelled)
-            await _aclose(agen)
+            return await a.open()
+        except BudgetExhausted:
+            if i == 0:
+                raise
+            return None
+
+    def _failed(self, a: Attempt, e: BaseException, *, booked: bool = False) -> BaseException:
+        """The error a failed attempt stands for; raises it at once if no alternate may be tried."""
+        err = e if booked else a.fail(e)
+        if not isinstance(err, RouterError) or not (isinstance(err, UpstreamError) and err.retryable):
+            raise err
+        return err
 
     def _end_stream(
-        self, plan: Plan, call: _Call, reason: str, ttft_ms: float | None,
-        usage: dict[str, Any] | None, pieces: int, failed: BaseException | None, cancelled: bool,
+        self, plan: Plan, a: Attempt, reason: str, usage: Mapping[str, Any] | None, error: BaseException | None
     ) -> None:
-        tid, cspan = call.tid, call.span
-        e2e_ms = (time.perf_counter() - call.t0) * 1000
-        target = self._by_id[tid]
-        prompt_tokens = int((usage or {}).get("prompt_tokens") or plan.route.prompt_tokens)
-        out = int((usage or {}).get("completion_tokens") or pieces)
-        cost = target.expected_cost_usd(prompt_tokens, out)
-        u = {"prompt_tokens": prompt_tokens, "completion_tokens": out}
-        _usage_attrs(cspan, tid, u)
-        if failed is not None:
-            self.view.error(tid)
-            record_error(cspan, failed)
-            record_error(plan.span, failed)
-            self.metrics.request(tid, plan.endpoint, "stream_error")
-        elif cancelled:  # a partial answer says nothing about the target's latency
+        if error is not None:
+            record_error(plan.span, error)
+            self.metrics.request(a.tid, plan.endpoint, "stream_error")
+        elif a.outcome != "ok":  # a partial answer says nothing about the target's latency
             plan.span.set_attribute("router.cancelled", True)
-            self.metrics.request(tid, plan.endpoint, "cancelled")
+            self.metrics.request(a.tid, plan.endpoint, "cancelled")
         else:
-            ttft = ttft_ms if ttft_ms is not None else e2e_ms
-            self.view.observe(tid, ttft, (e2e_ms - ttft) / max(out - 1, 1), out, call.ticket)
-            self.metrics.ttft(tid, ttft)
-            self.metrics.e2e(tid, e2e_ms)
-            self.metrics.request(tid, plan.endpoint, "ok")
-        self.view.finished(tid, call.ticket)
-        self._account(plan, tid, cost)
-        self._finish_span(plan.span, tid, reason, cost, u, plan)
-        cspan.end()
+            self.metrics.request(a.tid, plan.endpoint, "ok")
+        u = usage or {"prompt_tokens": plan.route.prompt_tokens, "completion_tokens": a.pieces}
+        self._finish_span(plan.span, a.tid, reason, a.cost, u)
         plan.span.end()
 
     # -- shared helpers -----------------------------------------------------------------------------
@@ -326,63 +296,30 @@ class RouterService:
         self.metrics.fallback(prev, tid, "escalate" if escalating else "error")
         return True
 
-    def _attempt_timeout(self, plan: Plan, call: _Call, attempt: int, stream: bool) -> float:
-        """Time one attempt gets: a multiple of what the target should take for this request, within
-        what is left of the request's deadline (`limits.request_timeout_s`, shared by all attempts).
+    def _attempt_timeout(self, plan: Plan, tid: str, attempt: int, stream: bool) -> tuple[float, bool]:
+        """(time one attempt gets, whether that is the target's own limit): a multiple of what the target
+        should take for this request, within what is left of the request's deadline
+        (`limits.request_timeout_s`, shared by all attempts).
 
         A target whose replicas died does not fail fast: Serve queues the call until a replica is back
         (a vLLM engine takes a minute to start). Bounding each attempt by its predicted latency (TTFT for
         streams, end to end for the request's own max_tokens otherwise) lets the request move to an
         alternate instead of waiting for the restart. When the deadline is what bounds the wait, a
         timeout is the request's doing (it asked for more than fits) and does not count against the
-        target (`call.own_limit`).
+        target.
         """
         lim = self.limits
         remaining = max(plan.deadline - time.perf_counter(), 0.001)
         r = plan.route
         out = r.max_tokens or r.expected_output_tokens
-        ttft, e2e = self.view.latency.predict(self._by_id[call.tid], r.prompt_tokens, out)
+        ttft, e2e = self.view.latency.predict(self._by_id[tid], r.prompt_tokens, out)
         predicted_s = (ttft if stream else e2e) / 1000
         own = max(lim.attempt_timeout_floor_s, lim.attempt_timeout_factor * predicted_s)
         last = attempt + 1 >= len(plan.attempts)  # nothing left to fail over to: wait what is left
-        call.own_limit = own < remaining
-        return remaining if last else min(own, remaining)
-
-    def _start(self, plan: Plan, tid: str, attempt: int) -> _Call:
-        span = self.telemetry.client(plan.span, plan.endpoint, tid, attempt)
-        return _Call(tid, span, self.view.started(tid))
-
-    def _upstream_failed(self, call: _Call, e: BaseException) -> BaseException:
-        """Book-keeping for a failed call; returns the error to raise or remember. Re-raises cancellation."""
-        tid, cspan = call.tid, call.span
-        if isinstance(e, asyncio.CancelledError):
-            self.view.finished(tid, call.ticket)
-            cspan.end()
-            raise e
-        counts = True
-        if isinstance(e, asyncio.TimeoutError):
-            e = UpstreamTimeout(f"target '{tid}' did not answer in time")
-            counts = call.own_limit
-        elif isinstance(e, StopAsyncIteration):
-            e = BadGateway(f"target '{tid}' returned an empty stream")
-        else:  # request-caused rejections become a 400 naming the field, never the target's fault
-            e = upstream_failure(tid, e, call.body)
-        if _retryable(e) and counts:
-            self.view.error(tid)
-        self.view.finished(tid, call.ticket)
-        logger.warning("call to %s failed: %s", tid, getattr(e, "code", type(e).__name__))
-        record_error(cspan, e)
-        cspan.end()
-        if not _retryable(e):
-            raise e
-        return e
-
-    def _account(self, plan: Plan, tid: str, cost: float) -> None:
-        self.auth.charge(plan.principal, cost)
-        self.metrics.cost(tid, cost)
+        return (remaining if last else min(own, remaining)), own < remaining
 
     def _finish_span(
-        self, span: Span, tid: str, reason: str, cost: float, usage: Any, plan: Plan
+        self, span: Span, tid: str, reason: str, cost: float, usage: Any
     ) -> dict[str, str]:
         usage = usage or {}
         span.set_attributes({
@@ -409,19 +346,3 @@ def _model_of(body: Any) -> str | None:
     model = body.get("model") if isinstance(body, dict) else None
     return model[:100] if isinstance(model, str) else None
 
-
-def _usage_attrs(span: Span, tid: str, usage: Mapping[str, Any]) -> None:
-    span.set_attributes({
-        "gen_ai.response.model": tid,
-        "gen_ai.usage.input_tokens": int(usage.get("prompt_tokens") or 0),
-        "gen_ai.usage.output_tokens": int(usage.get("completion_tokens") or 0),
-    })
-
-
-async def _aclose(agen: Any) -> None:
-    close = getattr(agen, "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:  # closing a broken upstream must not mask the outcome
-            pass

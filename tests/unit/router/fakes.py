@@ -28,7 +28,9 @@ class FakeTarget:
     """A TargetClient answering `answer` word by word.
 
     fail_first: the first N calls raise `error` before any output; fail_after: streams raise `error`
-    after that many content chunks (non-streams raise at once); delay_s: wait before the first token.
+    after that many content chunks (non-streams raise at once); error_event_after: streams send a
+    vLLM-style `{"error": ...}` event after that many chunks; delay_s: wait before the first token.
+    `cancelled` counts calls that were cancelled or closed before they finished (as the engine sees it).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class FakeTarget:
         error: BaseException | None = None,
         usage: bool = True,
         logprob: float | None = None,
+        error_event_after: int | None = None,
     ) -> None:
         self.tid = tid
         self.answer = answer
@@ -51,7 +54,9 @@ class FakeTarget:
         self.error = error or BadGateway("fake target failure")
         self.usage = usage
         self.logprob = logprob
+        self.error_event_after = error_event_after
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.cancelled = 0
 
     def _usage(self, body: dict[str, Any]) -> dict[str, int]:
         # Tolerant like an engine that ignores fields of the other endpoint (fuzzed bodies carry anything).
@@ -69,7 +74,11 @@ class FakeTarget:
             raise self.error
 
     async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        await self._start(endpoint, body)
+        try:
+            await self._start(endpoint, body)
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
         if self.fail_after is not None:
             raise self.error
         if endpoint == "chat":
@@ -91,9 +100,28 @@ class FakeTarget:
         return resp
 
     async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        done = False
+        try:
+            async for chunk in self._chunks(endpoint, body):
+                yield chunk
+            done = True
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except BaseException:  # our own scripted failure, not a cancellation
+            done = True
+            raise
+        finally:
+            if not done:
+                self.cancelled += 1
+
+    async def _chunks(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         await self._start(endpoint, body)
         base = {"id": "cmpl-1", "created": int(time.time()), "model": body["model"]}
         for i, word in enumerate(self.answer.split()):
+            if self.error_event_after is not None and i >= self.error_event_after:
+                yield {"error": {"object": "error", "message": "engine died", "type": "InternalServerError",
+                                 "code": 500}}
+                return
             if self.fail_after is not None and i >= self.fail_after:
                 raise self.error
             text = word if i == 0 else " " + word

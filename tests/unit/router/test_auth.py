@@ -85,27 +85,55 @@ async def test_models_requires_key_when_configured() -> None:
         assert (await http.get("/v1/models")).status_code == 401
 
 
-async def test_budget_exhausted_is_429_after_actual_spend() -> None:
-    s = store()
-    rig = Rig(auth=s)
-    r = await post(rig, "rk-dave-0123456789")
-    assert r.status_code == 200
-    assert s.spent("dave") == pytest.approx(float(r.headers["x-router-cost-usd"]))
-    assert s.spent("dave") >= 1e-7
+async def test_request_that_would_overspend_is_429_before_any_upstream_call() -> None:
+    rig = Rig(auth=store())  # dave's 1e-7 USD is less than any request's expected cost
     r = await post(rig, "rk-dave-0123456789")
     assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exhausted"
-    # other keys are unaffected
+    assert all(not f.calls for f in rig.fakes.values())
+    assert (await post(rig, "rk-alice-0123456789")).status_code == 200  # other keys are unaffected
+
+
+def _budgeted(budget: float) -> KeyStore:
+    keys = [{"name": "erin", "key": "rk-erin-0123456789", "budget_usd": budget}]
+    return KeyStore.from_config(AuthConfig(keys_env="K"), {"K": json.dumps(keys)})
+
+
+async def test_spend_never_passes_the_budget_and_usage_shows_it() -> None:
+    rig = Rig(auth=_budgeted(2e-5))
+    body = chat_body(max_tokens=4)  # the reservation covers the whole answer
+    codes, charged = [], 0.0
+    for _ in range(40):
+        r = await post(rig, "rk-erin-0123456789", body)
+        codes.append(r.status_code)
+        if r.status_code == 200:
+            charged += float(r.headers["x-router-cost-usd"])
+    assert 200 in codes and codes[-1] == 429
+    assert set(codes[codes.index(429):]) == {429}  # once gone, gone
+    await rig.service.budget.flush()
+    async with rig.http() as http:
+        u = (await http.get("/v1/usage", headers={"authorization": "Bearer rk-erin-0123456789"})).json()
+    assert u["key"] == "erin" and u["spent_usd"] == pytest.approx(charged) and u["spent_usd"] <= 2e-5
+    assert u["budget_usd"] == 2e-5 and u["remaining_usd"] == pytest.approx(2e-5 - charged)
+
+
+async def test_usage_is_only_the_callers_own() -> None:
+    rig = Rig(auth=store())
     assert (await post(rig, "rk-alice-0123456789")).status_code == 200
+    async with rig.http() as http:
+        assert (await http.get("/v1/usage")).status_code == 401
+        bob = (await http.get("/v1/usage", headers={"authorization": "Bearer rk-bob-0123456789"})).json()
+        alice = (await http.get("/v1/usage", headers={"authorization": "Bearer rk-alice-0123456789"})).json()
+    assert bob["key"] == "bob" and bob["spent_usd"] == 0 and "alice" not in json.dumps(bob)
+    assert alice["spent_usd"] > 0 and alice["budget_usd"] is None
 
 
 async def test_stream_spend_is_charged_at_end() -> None:
-    s = store()
-    rig = Rig(auth=s)
+    rig = Rig(auth=_budgeted(1.0))
     async with rig.http() as http:
         r = await http.post("/v1/chat/completions", json=chat_body(stream=True),
-                            headers={"authorization": "Bearer rk-dave-0123456789"})
-    assert r.status_code == 200 and s.spent("dave") > 0
-    assert (await post(rig, "rk-dave-0123456789")).status_code == 429
+                            headers={"authorization": "Bearer rk-erin-0123456789"})
+    assert r.status_code == 200
+    assert rig.service.budget.pending("erin") > 0
 
 
 def test_constant_time_compare_is_used_against_every_key() -> None:

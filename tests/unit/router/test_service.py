@@ -239,21 +239,6 @@ async def test_client_disconnect_mid_stream_releases_the_target() -> None:
     assert any(s.name == "POST /v1/chat/completions" for s in rig.spans())
 
 
-async def test_service_slot_answers_503_until_set() -> None:
-    import httpx
-
-    from router.api import ServiceSlot, make_app
-
-    slot = ServiceSlot()
-    app = make_app(slot)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
-        r = await http.post("/v1/chat/completions", json=chat_body())
-        assert r.status_code == 503 and r.json()["error"]["code"] == "router_starting"
-        slot.set(Rig().service)
-        r = await http.post("/v1/chat/completions", json=chat_body())
-        assert r.status_code == 200
-
-
 @pytest.mark.parametrize("stream", [False, True])
 async def test_queued_call_to_dead_target_fails_over_after_attempt_timeout(stream: bool) -> None:
     # A target whose only replica died does not fail: Serve queues the call until a restart. The
