@@ -42,6 +42,9 @@ class Target(BaseModel):
     latency: LatencyPrior = Field(default_factory=LatencyPrior, description="Cold-start latency prior.")
     replicas: int = Field(1, ge=1, description="Replica count at start (live view may update it).")
     tags: tuple[str, ...] = Field((), description="Free labels, e.g. 'code', 'math'.")
+    supports_tools: bool = Field(
+        False, description="Answers requests with `tools` (tool calling); others never get such requests."
+    )
 
     def expected_cost_usd(self, input_tokens: int, output_tokens: int) -> float:
         """USD for one request: input tokens x input price + output tokens x output price."""

@@ -26,6 +26,7 @@ from router.errors import (
     RouterError,
 )
 from router.limits import LimitsConfig
+from router.parse import check_json
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def error_response(e: BaseException) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> dict[str, Any]:
+async def _read_body(request: Request, limits: LimitsConfig) -> dict[str, Any]:
+    limit = limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -86,8 +88,11 @@ async def _read_body(request: Request, limit: int) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         pos = f" at position {e.pos}" if isinstance(e, json.JSONDecodeError) else ""
         raise BadRequest(f"malformed JSON{pos}", code="invalid_json") from None
+    except RecursionError:  # '[' * 100000: the C parser gives up before our depth check can run
+        raise BadRequest(f"JSON nested deeper than {limits.max_json_depth} levels", code="nesting_too_deep") from None
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object")
+    check_json(body, limits.max_json_depth)
     return body
 
 
@@ -138,7 +143,7 @@ def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router"
 
     async def completion(request: Request, endpoint: str) -> Response:
         service = service_getter()
-        body = await _read_body(request, service.limits.max_body_bytes)
+        body = await _read_body(request, service.limits)
         if body.get("stream") is True:
             chunks, headers = await service.chat_stream(body, request.headers, endpoint)
             return _ClosingStream(chunks, media_type="text/event-stream", headers={**_SSE_HEADERS, **headers})

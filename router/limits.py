@@ -41,6 +41,17 @@ class LimitsConfig(BaseModel):
         "(TTFT for streams, end to end for its max_tokens otherwise), at least attempt_timeout_floor_s, at "
         "most what is left of request_timeout_s.",
     )
+    max_n: int = Field(
+        default=8, ge=1, description="Most choices one request may ask for (`n`, and `best_of` for completions); "
+        "more → 400. Each choice costs a full generation on the engine."
+    )
+    max_json_depth: int = Field(
+        default=64, ge=4, le=500, description="Deepest nesting of arrays and objects accepted in a request "
+        "body; deeper → 400 (a body of 100,000 brackets must not exhaust the parser's recursion)."
+    )
+    starting_retry_after_s: int = Field(
+        default=10, ge=1, description="Retry-After (s) of the 503 answered while the models are still starting."
+    )
     expected_output_tokens: int = Field(
         default=256,
         ge=1,

@@ -8,53 +8,20 @@ Error messages name the field and the problem, never the value (it may be prompt
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import ValidationError
 
 from policies.types import Constraints, RouteRequest
-from router.errors import BadRequest
+from router.failures import FieldError
+from router.schema import ChatRequest, CompletionRequest, Routing
+
+__all__ = ["ChatRequest", "CompletionRequest", "Endpoint", "Routing", "parse_body", "merge_constraints",
+           "prompt_and_tokens", "route_request", "routing_from_headers", "estimate_tokens"]
 
 Endpoint = Literal["chat", "completions"]
-
-
-class Routing(BaseModel):
-    """The `routing` object of a request body (contract)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_latency_ms: float | None = Field(default=None, gt=0)
-    latency_metric: Literal["ttft", "e2e"] | None = None
-    min_quality: float | None = Field(default=None, ge=0, le=1)
-    max_cost_usd: float | None = Field(default=None, ge=0)
-    allow_fallback: bool | None = None
-    allowed_targets: tuple[str, ...] | None = None
-
-
-class Message(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: str
-    content: str | list[dict[str, Any]] | None = None
-
-
-class _Common(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    model: str = Field(..., min_length=1)
-    stream: StrictBool = False
-    max_tokens: int | None = Field(default=None, ge=1)
-    routing: Routing | None = None
-
-
-class ChatRequest(_Common):
-    messages: list[Message] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-
-
-class CompletionRequest(_Common):
-    prompt: str | list[str]
 
 
 _HEADER_FIELDS = {
@@ -68,23 +35,117 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _field_errors(e: ValidationError, prefix: str = "") -> str:
-    parts = []
-    for err in e.errors(include_input=False, include_url=False)[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "body"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-        parts.append(f"{prefix}{loc}: {msg}")
-    return "; ".join(parts)
+# Parts of a pydantic error location that are union branches, not fields ('str', 'role=user',
+# 'list[tagged-union[...]]', 'constrained-str', model names).
+_BRANCH = re.compile(r"^(str|int|float|bool|none|list|dict)$|[=\[\]-]|^[A-Z]")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,39}$")
+# Fields whose keys are the client's own (a logit_bias token, a JSON schema): a location stops there.
+_FREE_KEYS = {"logit_bias", "parameters", "json_schema", "metadata", "stream_options", "response_format"}
+
+
+def _path(loc: tuple[Any, ...], extra: bool) -> str:
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        last = i == len(loc) - 1
+        if not last and _BRANCH.search(part):
+            continue
+        if last and extra:  # the client's own key: name it only if it looks like a field name
+            part = part if _NAME.match(part) else "(unnamed)"
+        elif _BRANCH.search(part):
+            continue
+        out += f".{part}" if out else part
+        if part in _FREE_KEYS:
+            break
+    return out
+
+
+def field_problems(e: ValidationError) -> list[tuple[str, str]]:
+    """(field path, problem) per error, most specific first; never the value the client sent."""
+    found: dict[str, list[str]] = {}
+    for err in e.errors(include_input=False, include_url=False):
+        extra = err["type"] == "extra_forbidden"
+        path = _path(tuple(err["loc"]), extra)
+        msg = "unknown field" if extra else str(err["msg"]).removeprefix("Value error, ")
+        head, sep, rest = msg.partition(": ")  # our validators say "field: problem"
+        if sep and _NAME.match(head) and " " not in head:
+            path, msg = (f"{path}.{head}" if path else head), rest
+        if msg.startswith("Input should be "):
+            msg = "must be " + msg.removeprefix("Input should be ")
+        elif msg == "Field required":
+            msg = "required"
+        found.setdefault(path, []).append(msg)
+    # A union branch of the wrong type reports at the parent path; the branch that fits goes deeper.
+    paths = [p for p in found if not any(q != p and q.startswith(p) and q[len(p):][:1] in ".[" for q in found)]
+    return [(p or "body", " or ".join(dict.fromkeys(found[p])).replace(" or must be ", " or ")) for p in paths]
+
+
+def _raise(e: ValidationError, what: str = "invalid request") -> None:
+    problems = field_problems(e)
+    text = "; ".join(f"{p}: {m}" for p, m in problems[:5])
+    raise FieldError(f"{what}: {text}", param=problems[0][0] if problems else None) from None
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _at(path: tuple[Any, ...]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p)) if _NAME.match(str(p)) else ".(key)"
+    return out or "body"
+
+
+def _first_problem(value: Any, max_depth: int, paths: bool) -> tuple[str, tuple[Any, ...]] | None:
+    stack: list[tuple[Any, int, tuple[Any, ...]]] = [(value, 0, ())]
+    while stack:
+        v, depth, path = stack.pop()
+        if isinstance(v, str):
+            if _SURROGATE.search(v):
+                return "surrogate", path
+            continue
+        if not isinstance(v, dict | list):
+            continue
+        if depth >= max_depth:
+            return "depth", path
+        if isinstance(v, dict):
+            for k, item in v.items():
+                if _SURROGATE.search(k):
+                    return "surrogate", path
+                stack.append((item, depth + 1, (*path, k) if paths else path))
+        else:
+            stack.extend((item, depth + 1, (*path, i) if paths else path) for i, item in enumerate(v))
+    return None
+
+
+def check_json(value: Any, max_depth: int) -> None:
+    """Nesting depth and Unicode of a parsed body, before anything recursive (pydantic, pickling) sees it.
+
+    JSON's `\\ud800` escapes decode to lone surrogates, which no engine can encode (vLLM raised TypeError):
+    a 400 naming the field. Iterative on purpose: the check must not recurse on what it guards against.
+    Paths are only built for the (rare) bad body, on a second pass.
+    """
+    if _first_problem(value, max_depth, paths=False) is None:
+        return
+    kind, path = _first_problem(value, max_depth, paths=True) or ("depth", ())
+    if kind == "surrogate":
+        raise FieldError(f"{_at(path)}: contains a lone UTF-16 surrogate (not valid Unicode)", param=_at(path),
+                         code="invalid_unicode")
+    raise FieldError(f"{_at(path[:1])}: nested deeper than {max_depth} levels", param=_at(path[:1]),
+                     code="nesting_too_deep")
 
 
 def parse_body(body: Any, endpoint: Endpoint) -> ChatRequest | CompletionRequest:
     if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+        raise FieldError("request body must be a JSON object")
     cls = ChatRequest if endpoint == "chat" else CompletionRequest
     try:
         return cls.model_validate(body)
     except ValidationError as e:
-        raise BadRequest(f"invalid request: {_field_errors(e)}") from None
+        _raise(e)
+        raise  # unreachable: _raise raises
 
 
 def routing_from_headers(headers: Mapping[str, str]) -> Routing | None:
@@ -98,7 +159,7 @@ def routing_from_headers(headers: Mapping[str, str]) -> Routing | None:
         if field == "allow_fallback":
             low = value.lower()
             if low not in _TRUE | _FALSE:
-                raise BadRequest(f"header {name}: expected true or false")
+                raise FieldError(f"header {name}: expected true or false", param=name)
             raw[field] = low in _TRUE
         else:
             raw[field] = value
@@ -107,10 +168,11 @@ def routing_from_headers(headers: Mapping[str, str]) -> Routing | None:
     try:
         return Routing.model_validate(raw)
     except ValidationError as e:
-        msg = _field_errors(e)
-        for name, field in _HEADER_FIELDS.items():
-            msg = msg.replace(f"{field}:", f"header {name}:")
-        raise BadRequest(f"invalid routing header: {msg}") from None
+        problems = [(p, m) for p, m in field_problems(e)]
+        by_field = {f: n for n, f in _HEADER_FIELDS.items()}
+        text = "; ".join(f"header {by_field.get(p, p)}: {m}" for p, m in problems[:5])
+        raise FieldError(f"invalid routing header: {text}",
+                         param=by_field.get(problems[0][0]) if problems else None) from None
 
 
 def merge_constraints(
@@ -133,12 +195,12 @@ def merge_constraints(
     return base.model_copy(update=update)
 
 
-def _text_of(content: str | list[dict[str, Any]] | None) -> str:
+def _text_of(content: Any) -> str:
     if content is None:
         return ""
     if isinstance(content, str):
         return content
-    return "\n".join(p["text"] for p in content if isinstance(p.get("text"), str))
+    return "\n".join(t for p in content if isinstance(t := getattr(p, "text", None), str))
 
 
 def estimate_tokens(text: str) -> int:
@@ -155,9 +217,13 @@ def prompt_and_tokens(req: ChatRequest | CompletionRequest) -> tuple[str, int]:
         last_user = next((t for m, t in zip(reversed(req.messages), reversed(texts), strict=True)
                           if m.role == "user"), texts[-1])
         return last_user, tokens
-    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
-    text = "\n".join(prompts)
-    return text, estimate_tokens(text)
+    prompts: list[Any] = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+    if prompts and isinstance(prompts[0], int):  # one prompt as token ids
+        prompts = [prompts]
+    texts = [p for p in prompts if isinstance(p, str)]
+    ids = sum(len(p) for p in prompts if isinstance(p, list))  # token-id prompts: exact counts, no text
+    text = "\n".join(texts)
+    return text, estimate_tokens(text) + ids
 
 
 def route_request(

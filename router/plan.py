@@ -14,9 +14,10 @@ from typing import Any
 from opentelemetry.trace import Span
 
 from policies.base import Policy
-from policies.types import Decision, RouteRequest, Target
+from policies.types import Constraints, Decision, RouteRequest, Target
 from router.auth import KeyStore, Principal
-from router.errors import BadRequest, NoHealthyTarget, NotFound, Unsatisfiable
+from router.errors import Forbidden, NoHealthyTarget, NotFound, Unsatisfiable
+from router.failures import FieldError
 from router.limits import LimitsConfig
 from router.metrics import Metrics
 from router.parse import (
@@ -85,13 +86,15 @@ class Planner:
             principal.constraints, routing_from_headers(headers), req.routing,
             key_allowed=principal.allowed_targets,
         )
+        self._check_allowed_ids(req, constraints)
         route = route_request(req, constraints, self.limits.expected_output_tokens)
         self.telemetry.prompt(span, route.prompt)
         if route.prompt_tokens > self.max_prompt:
-            raise BadRequest(
+            raise FieldError(
                 f"prompt of ~{route.prompt_tokens} tokens exceeds the limit of {self.max_prompt}",
-                code="context_length_exceeded",
+                param="messages" if endpoint == "chat" else "prompt", code="context_length_exceeded",
             )
+        self._check_choices(req)
         upstream = {k: v for k, v in body.items() if k != "routing"}
         if req.model != "auto":
             tid = req.model
@@ -100,16 +103,19 @@ class Planner:
                 raise NotFound(f"model '{tid[:100]}' does not exist; use 'auto' or an id from /v1/models")
             principal.check_target(tid)
             if route.prompt_tokens > target.context_window:
-                raise BadRequest(
+                raise FieldError(
                     f"prompt of ~{route.prompt_tokens} tokens exceeds the context window of '{tid}'",
-                    code="context_length_exceeded",
+                    param="messages" if endpoint == "chat" else "prompt", code="context_length_exceeded",
                 )
+            if not self._fits(target, req, route):
+                self._refuse(req, route, [target])
             if not self.view.healthy(tid):
                 raise NoHealthyTarget(f"target '{tid}' is unavailable", headers=reason_header("unavailable"))
             return Plan(endpoint, req, route, principal, [tid], "pinned", upstream, span, auto=False,
                         timeout_s=self.limits.request_timeout_s)
+        route = self._restrict(req, route)
         decision = self._decide(route, span)
-        allowed = constraints.allowed_targets
+        allowed = route.constraints.allowed_targets
         attempts: list[str] = []
         for tid in (decision.target or "", *decision.alternates):
             if tid in self.by_id and tid not in attempts and (allowed is None or tid in allowed):
@@ -121,6 +127,68 @@ class Planner:
             )
         return Plan(endpoint, req, route, principal, attempts, decision.reason, upstream, span, auto=True,
                     timeout_s=self.limits.request_timeout_s)
+
+    # -- request checks that depend on the targets and limits ---------------------------------------
+    def _check_allowed_ids(self, req: ChatRequest | CompletionRequest, constraints: Constraints) -> None:
+        asked = req.routing.allowed_targets if req.routing is not None else None
+        if asked is None:
+            return
+        if not asked:
+            raise FieldError("routing.allowed_targets: name at least one target", param="routing.allowed_targets")
+        for tid in asked:
+            if tid not in self.by_id:
+                raise FieldError(
+                    f"routing.allowed_targets: unknown target '{tid[:100]}'; ids are listed by /v1/models",
+                    param="routing.allowed_targets", code="model_not_found",
+                )
+        if not constraints.allowed_targets:  # every id it names is barred for this key
+            raise Forbidden("routing.allowed_targets: none of these targets may be used with this key")
+
+    def _check_choices(self, req: ChatRequest | CompletionRequest) -> None:
+        n_max = self.limits.max_n
+        for name in ("n", "best_of"):
+            value = getattr(req, name, None)
+            if value is not None and value > n_max:
+                raise FieldError(f"'{name}' is limited to {n_max} on this router (limits.max_n)", param=name)
+
+    @staticmethod
+    def _max_tokens_field(req: ChatRequest | CompletionRequest) -> str:
+        if isinstance(req, ChatRequest) and req.max_completion_tokens is not None:
+            return "max_completion_tokens"
+        return "max_tokens"
+
+    @staticmethod
+    def _fits(t: Target, req: ChatRequest | CompletionRequest, route: RouteRequest) -> bool:
+        """Can `t` take the request at all: prompt + max_tokens within its context, tools if it uses any."""
+        need = route.prompt_tokens + (route.max_tokens or 0)
+        return need <= t.context_window and (t.supports_tools or not req.uses_tools())
+
+    def _refuse(self, req: ChatRequest | CompletionRequest, route: RouteRequest, ts: Sequence[Target]) -> None:
+        """The 400 for a request none of `ts` can take (tools first: no context helps there)."""
+        if req.uses_tools() and not any(t.supports_tools for t in ts):
+            raise FieldError(
+                "tools: no target of this request supports tool calling (enable it per model in cluster.yaml: "
+                "supports_tools: true with engine_kwargs enable_auto_tool_choice and tool_call_parser)",
+                param="tools", code="tools_not_supported",
+            )
+        field_name = self._max_tokens_field(req)
+        window = max((t.context_window for t in ts), default=0)
+        raise FieldError(
+            f"'{field_name}' ({route.max_tokens}) plus the prompt (~{route.prompt_tokens} tokens) exceeds the "
+            f"context window ({window} tokens)", param=field_name, code="context_length_exceeded",
+        )
+
+    def _restrict(self, req: ChatRequest | CompletionRequest, route: RouteRequest) -> RouteRequest:
+        """`auto`: route only among targets that can take the request (context for max_tokens, tools)."""
+        allowed = route.constraints.allowed_targets
+        pool = [t for t in self.targets if allowed is None or t.id in allowed]
+        fit = [t for t in pool if self._fits(t, req, route)]
+        if not fit:
+            self._refuse(req, route, pool)
+        if len(fit) == len(pool):
+            return route
+        c = route.constraints.model_copy(update={"allowed_targets": tuple(t.id for t in fit)})
+        return route.model_copy(update={"constraints": c})
 
     def _decide(self, route: RouteRequest, span: Span) -> Decision:
         allowed = route.constraints.allowed_targets

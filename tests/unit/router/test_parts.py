@@ -46,8 +46,10 @@ def test_merge_layers_and_allowed_intersection() -> None:
 def test_prompt_text_and_token_estimate() -> None:
     req = parse_body({"model": "auto", "messages": [
         {"role": "system", "content": "be brief"},
-        {"role": "user", "content": [{"type": "text", "text": "abcd" * 10}, {"type": "image_url"}]},
-        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "user", "content": [{"type": "text", "text": "abcd" * 10},
+                                     {"type": "image_url", "image_url": {"url": "data:,"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
     ]}, "chat")
     text, tokens = prompt_and_tokens(req)
     assert text == "abcd" * 10 and tokens == 2 + 4 + 10 + 4 + 0 + 4 + 2

@@ -37,8 +37,6 @@ CASES = [
     ("lone surrogate TypeError", TypeError(f"can't encode {SECRET}"), None, "invalid_request"),
     ("context length", BadRequest("This model's maximum context length is 2048 tokens. However, you requested "
                                   "3000 tokens"), "max_tokens", "context_length_exceeded"),
-    ("tool flags", BadRequest('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser'),
-     "tools", "tools_not_supported"),
 ]
 
 
@@ -46,7 +44,7 @@ CASES = [
 async def test_rejection_is_a_400_naming_the_field_and_no_target_failure(name, error, param, code) -> None:
     fakes = {t: FakeTarget(t, fail_first=1000, error=error) for t in ("small", "big", "api")}
     rig = Rig(fakes)
-    body = chat_body(SECRET, max_tokens=5, temperature=0.5, tools=[{"type": "function", "function": {"name": "f"}}])
+    body = chat_body(SECRET, max_tokens=5, temperature=0.5)
     async with rig.http() as http:
         for _ in range(10):
             r = await http.post("/v1/chat/completions", json=body)
@@ -71,3 +69,13 @@ async def test_target_fault_still_fails_over_and_counts() -> None:
             assert r.status_code == 200 and r.headers["x-router-target"] == "big"
     assert rig.view.state("small") == "cooling_down"
     assert isinstance(BadGateway("x"), Exception)
+
+
+def test_engine_tool_flag_message_becomes_the_cluster_yaml_setting() -> None:
+    from router.failures import rejected
+
+    body = {"model": "m", "messages": [], "tools": [{"type": "function", "function": {"name": "f"}}]}
+    e = rejected("m", BadRequest('model engine: "auto" tool choice requires --enable-auto-tool-choice and '
+                                 "--tool-call-parser to be set"), body)
+    assert e.status == 400 and e.param == "tools" and e.code == "tools_not_supported"
+    assert "--" not in e.message and "supports_tools" in e.message and "engine_kwargs" in e.message
