@@ -300,7 +300,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--encoder", default="minilm", choices=["minilm", "static", "hash"],
                    help="featurizer; recorded in the artifact, serving embeds with the same one "
                         "(hash: tests only, serving does not build it)")
-    p.add_argument("--k", type=int, default=40, help="neighbours (knn)")
+    p.add_argument("--k", type=int, default=None, help="neighbours (knn; default: the class default)")
     p.add_argument("--params", default=None, help="JSON object of predictor constructor parameters")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_lazy("train", "cmd_train"))
