@@ -137,6 +137,7 @@ def real_model(tid: str, **over: Any) -> dict[str, Any]:
 
     args = yaml.safe_load((ROOT / "cluster.yaml").read_text())["applications"][0]["args"]
     (entry,) = [m for m in args["models"] if m["id"] == tid]
+    entry.pop("app", None)  # bound in the test's app, not cluster.yaml's own model application
     return {**entry, **over}
 
 
