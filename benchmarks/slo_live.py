@@ -102,6 +102,9 @@ def app_args(provider_url: str) -> dict[str, Any]:
     cfg = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     args: dict[str, Any] = next(a for a in cfg["applications"] if a.get("import_path") == "router.app:build")["args"]
     args["providers"] = [{**args["providers"][0], "base_url": provider_url, "model": "fake-gpt"}]
+    # this benchmark binds the engines inside the router's app (and pins their versions), not as
+    # cluster.yaml's per-model applications
+    args["models"] = [{k: v for k, v in m.items() if k != "app"} for m in args["models"]]
     return args
 
 
