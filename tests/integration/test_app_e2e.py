@@ -1,5 +1,6 @@
-"""End to end: `router.app:build` on real Ray Serve, two real vLLM CPU engines (SmolLM2, gemma-3), the
-proprietary fallback as a real HTTP server on 127.0.0.1, and the real `openai` client.
+"""End to end: cluster.yaml's applications (`router.app:build` + one `router.app:build_model` per model) on
+real Ray Serve, two real vLLM CPU engines (SmolLM2, gemma-3), the proprietary fallback as a real HTTP
+server on 127.0.0.1, and the real `openai` client.
 
 One module-scoped app (engine start dominates the cost); the replica-kill test runs last.
 """
@@ -33,22 +34,40 @@ def provider():
 
 @pytest.fixture(scope="module")
 def app(provider, tmp_path_factory):
+    """The whole cluster.yaml (router app + one application per model), deployed as `serve run` does it:
+    a declarative config through the controller, each app built by its import path."""
     import ray
     from ray import serve
-
-    from router.app import build
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
 
     # The provider replica reads its key from the environment it inherits from this process.
     os.environ["E2E_PROVIDER_KEY"] = PROVIDER_KEY
-    args: dict[str, Any] = yaml.safe_load((ROOT / "cluster.yaml").read_text())["applications"][0]["args"]
+    cfg: dict[str, Any] = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    args = cfg["applications"][0]["args"]
     args["providers"] = [
         {**args["providers"][0], "base_url": provider.base_url, "model": "fake-gpt", "api_key_env": "E2E_PROVIDER_KEY"}
     ]
     args["ingress"] = {"health_poll_s": 0.5, "replica_poll_s": 0.5}
+    cfg.pop("http_options")  # the port is this test's (serve.start below)
     ray.init(address="local", num_cpus=8, include_dashboard=False, _temp_dir=str(tmp_path_factory.mktemp("ray")))
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     started = time.monotonic()
-    serve.run(build(args), name="router", route_prefix="/")
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(cfg))
+    names = [a["name"] for a in cfg["applications"]]
+
+    def ready() -> bool:
+        apps = serve.status().applications
+        if any(apps[n].status in ("DEPLOY_FAILED", "UNHEALTHY") for n in names if n in apps):
+            raise RuntimeError(f"deploy failed: {serve.status()}")
+        if not all(n in apps and apps[n].status == "RUNNING" for n in names):
+            return False
+        targets = httpx.get(f"{BASE}/healthz", timeout=10).json()["targets"]
+        return all(targets[m["id"]] == "healthy" for m in args["models"])  # the router saw them come up
+
+    while not ready():
+        assert time.monotonic() - started < 900, serve.status()
+        time.sleep(1)
     print(f"app ready in {time.monotonic() - started:.0f}s")
     yield
     serve.shutdown()

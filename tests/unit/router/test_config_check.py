@@ -159,3 +159,14 @@ def test_gpu_example_derives_prices_from_hardware_cost() -> None:
     small, big = cfg.targets()[:2]
     assert 0 < small.output_price_per_mtok < big.output_price_per_mtok
     assert [t.kind for t in cfg.targets()] == ["local", "local", "api", "api"]
+
+
+def test_builders_take_exactly_one_parameter() -> None:
+    # `serve run` / `serve deploy` refuse a builder whose signature has any other parameter count
+    # (ray/serve/_private/api.py call_user_app_builder_with_args_if_necessary).
+    import inspect
+
+    from router.app import build, build_model
+
+    for builder in (build, build_model):
+        assert len(inspect.signature(builder).parameters) == 1, builder.__name__
