@@ -242,6 +242,7 @@ def _two_target_figures(row: dict, report: dict) -> dict:
     row.update(metrics.summarize(curve, report["weak_quality"], report["strong_quality"], (lo, hi)))
     row["aiq"] = metrics.aiq(curve, (lo, hi))
     row["operating_points"] = []
+    row["curve"]["share"] = share.tolist()  # calls to the dearer target, as RouteLLM's x-axis
     return row
 
 
