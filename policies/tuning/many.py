@@ -6,8 +6,8 @@ a random router and the oracle, with the many-target figures (see `metrics.summa
   cheaper; w = 0 is "the cheapest target that answers best", growing w traces its frontier down to
   all-cheapest;
 * `random`: RouterBench's zero router: each prompt goes at random to one of two neighbouring targets
-  on the single targets' upper hull, mixed in steps of 10% (seeded), so it reaches what mixing fixed
-  models reaches;
+  on the single targets' upper hull, mixed in steps of 10%; its expected outcome, so it traces exactly
+  what mixing fixed models reaches;
 * routers (`replay.RouterSpec`, e.g. `cheapest-fit:knn`): the real policy and predictor, replayed over
   the policy's knob grid with predictors that never saw the evaluated rows' labels.
 """
@@ -68,19 +68,25 @@ def random_row(q: np.ndarray, c: np.ndarray, tq: np.ndarray, tc: np.ndarray, tar
     for x in hx:
         cand = np.flatnonzero(np.isclose(tc, x, rtol=1e-12, atol=0))
         verts.append(int(cand[np.argmax(tq[cand])]))
-    u = np.random.default_rng(seed).random(len(q))
-    choices, labels = [], []
+    # The expected outcome of the random mix (not one seeded draw): on a few hundred rows a lucky draw
+    # would "beat" the best single target, which says nothing about routing.
+    verts = verts[:int(np.argmax([tq[v] for v in verts])) + 1]  # mixing past the best only loses
+    labels, qual, cost, shares = [], [], [], []
     if len(verts) == 1:
-        choices.append(np.full(len(q), verts[0]))
-        labels.append(0.0)
+        verts = verts * 2
     for k in range(len(verts) - 1):
         a, b = verts[k], verts[k + 1]
         for step in range(MIX_STEPS + (k == len(verts) - 2)):
             p = step / MIX_STEPS
-            choices.append(np.where(u < p, b, a))
             labels.append(k + p)
-    ch = np.stack(choices)
-    out = replay.outcomes(ch, np.arange(len(q)), q, c, targets)
+            qual.append((1 - p) * tq[a] + p * tq[b])
+            cost.append((1 - p) * tc[a] + p * tc[b])
+            sh = np.zeros(len(targets))
+            sh[a] += 1 - p
+            sh[b] += p
+            shares.append(sh)
+    out = {"quality": np.array(qual), "cost": np.array(cost), "rejected": np.zeros(len(qual)),
+           "shares": np.array(shares)}
     return _point_rows("random", out["cost"], out["quality"], tq, tc, {
         "knob": "hull_position", "curve": _curve(labels, out, targets)})
 

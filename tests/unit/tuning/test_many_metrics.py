@@ -109,3 +109,17 @@ def test_two_target_oracle_sends_ties_to_the_cheaper():
     curve = m.oracle_curve(qd, qc, cd, cc, num_results=3)
     assert curve.cost.max() == pytest.approx((10 + 1 + 1) / 3)
     assert curve.quality.max() == pytest.approx(2 / 3)
+
+
+def test_random_router_mixes_the_single_targets_hull():
+    from policies.tuning.many import random_row
+
+    # A (cost 1, .5), B (cost 2, .4: under the hull), C (cost 3, .8), D (cost 4, .6: dearer and worse)
+    tq, tc = np.array([0.5, 0.4, 0.8, 0.6]), np.array([1.0, 2.0, 3.0, 4.0])
+    q, c = np.tile(tq, (5, 1)), np.tile(tc, (5, 1))
+    row = random_row(q, c, tq, tc, ["A", "B", "C", "D"])
+    assert row["curve"]["shares"]["B"] == [0.0] * 11 and row["curve"]["shares"]["D"] == [0.0] * 11
+    assert row["curve"]["quality"][5] == pytest.approx(0.65)  # half A, half C
+    # the A-C chord over [1, 3], flat at .8 up to 4: (0.65 * 2 + 0.8) / 3
+    assert row["aiq"] == pytest.approx((0.65 * 2 + 0.8) / 3, abs=1e-4)
+    assert row["cost_to_match_best"] == pytest.approx(1.0)  # only all-C matches C
