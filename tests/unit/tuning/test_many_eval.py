@@ -197,6 +197,20 @@ def test_tune_train_artifact_served_decides_like_the_offline_replay(tmp_path, ca
         assert c == pytest.approx(1000 * curve["cost_usd"][i], rel=1e-12)
         checked += 1
     assert checked >= 5 and len(set(curve["quality"])) > 2  # the knob really moves the router
+    # and decision by decision: the replay's own objects against the served artifact
+    from policies.tuning import replay
+    from policies.tuning.embed import embed
+
+    both = datasets.concat([datasets.load_file(train), t])
+    emb = embed(both.prompts, encoder="hash")
+    n_tr = len(both) - len(t)
+    fitted = replay.fit_split(both, emb, "knn", {}, np.arange(n_tr), np.arange(n_tr, len(both)),
+                              tmp_path / "replayed")
+    for v in (0.3, 0.5, 0.7):
+        offline = replay.decide_all({**cfg, "min_quality": v}, None, fitted.requests, fitted.targets,
+                                    fitted.quality)
+        served = serve({"policy": {**cfg, "min_quality": v}, "quality": info["quality"]}, t, HashEmbedder())
+        assert offline == served
 
 
 @pytest.mark.parametrize("goal", [["--budget-per-1k", "0.12"], ["--quality-floor", "0.7"],
