@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from router import openapi
 from router.errors import (
     BadRequest,
     InternalError,
@@ -27,6 +28,7 @@ from router.errors import (
 )
 from router.limits import LimitsConfig
 from router.parse import check_json
+from router.schema import ChatRequest, CompletionRequest
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +172,10 @@ def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router"
     async def healthz(request: Request) -> Response:
         return JSONResponse(service_getter().health())
 
-    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
-    app.add_api_route("/v1/completions", completions, methods=["POST"])
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"],
+                      openapi_extra=openapi.operation(ChatRequest, "Chat completion, routed ('auto') or pinned"))
+    app.add_api_route("/v1/completions", completions, methods=["POST"],
+                      openapi_extra=openapi.operation(CompletionRequest, "Text completion, routed or pinned"))
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/v1/usage", usage, methods=["GET"])
     app.add_api_route("/healthz", healthz, methods=["GET"])
@@ -192,4 +196,5 @@ def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router"
         err.status, err.type = e.status_code, "invalid_request_error"
         return error_response(err)
 
+    openapi.install(app)
     return app

@@ -25,7 +25,7 @@ def _prompt_words(endpoint: str, body: dict[str, Any]) -> int:
     if endpoint == "chat":
         return sum(len(str(m.get("content") or "").split()) for m in body.get("messages") or [])
     p = body.get("prompt")
-    return len((" ".join(p) if isinstance(p, list) else str(p or "")).split())
+    return len((" ".join(map(str, p)) if isinstance(p, list) else str(p or "")).split())  # token-id prompts too
 
 
 @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.05})
