@@ -132,6 +132,19 @@ class LocalModelConfig(EngineConfig):
         "the router measures each wake-up and uses that from then on)."
     )
     tags: tuple[str, ...] = Field((), description="Free labels.")
+    supports_tools: bool = Field(
+        False, description="Tool calling is enabled for this model: requests with `tools` go only to targets "
+        "with it. Needs engine_kwargs enable_auto_tool_choice: true and tool_call_parser (vLLM's parser for "
+        "the model's tool-call format, e.g. hermes, llama3_json, mistral)."
+    )
+
+    @model_validator(mode="after")
+    def _check_tools(self) -> LocalModelConfig:
+        kw = self.engine_kwargs
+        if self.supports_tools and not (kw.get("enable_auto_tool_choice") is True and kw.get("tool_call_parser")):
+            raise ValueError("supports_tools: true needs engine_kwargs enable_auto_tool_choice: true and "
+                             "tool_call_parser (e.g. hermes)")
+        return self
 
     @model_validator(mode="after")
     def _check_prices(self) -> LocalModelConfig:
@@ -165,4 +178,5 @@ class LocalModelConfig(EngineConfig):
             latency=self.latency,
             replicas=max(1, replicas),
             tags=self.tags,
+            supports_tools=self.supports_tools,
         )

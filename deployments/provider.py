@@ -96,6 +96,9 @@ class ProviderConfig(BaseModel):
     headers: dict[str, str] = Field(
         default_factory=dict, description="Extra headers sent on every request (not Authorization)."
     )
+    supports_tools: bool = Field(
+        True, description="The provider's model takes `tools` (tool calling); set false for one that does not."
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -129,6 +132,7 @@ class ProviderConfig(BaseModel):
             context_window=self.context_window,
             quality_prior=self.quality_prior,
             latency=self.latency,
+            supports_tools=self.supports_tools,
         )
 
 

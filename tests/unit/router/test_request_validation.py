@@ -158,3 +158,19 @@ async def test_max_n_is_configurable() -> None:
         assert (await http.post("/v1/chat/completions", json={**chat_body(), "n": 2})).status_code == 200
         r = await http.post("/v1/chat/completions", json={**chat_body(), "n": 3})
     assert r.status_code == 400 and r.json()["error"]["param"] == "n" and "limits.max_n" in r.json()["error"]["message"]
+
+
+def test_supports_tools_is_config_driven() -> None:
+    import pydantic
+
+    from deployments.local_config import LocalModelConfig
+    from deployments.provider import ProviderConfig
+
+    with pytest.raises(pydantic.ValidationError, match="enable_auto_tool_choice"):
+        LocalModelConfig(id="m", source="x", supports_tools=True)  # the engine would refuse every tool call
+    kw = {"enable_auto_tool_choice": True, "tool_call_parser": "hermes"}
+    assert LocalModelConfig(id="m", source="x", supports_tools=True, engine_kwargs=kw).target().supports_tools
+    assert not LocalModelConfig(id="m", source="x").target().supports_tools
+    prov = ProviderConfig(id="p", base_url="http://x", model="m", api_key_env="K")
+    assert prov.target().supports_tools
+    assert not prov.model_copy(update={"supports_tools": False}).target().supports_tools
