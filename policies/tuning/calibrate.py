@@ -125,10 +125,15 @@ def choose(pts: Points, goal: dict[str, Any], col: dict[str, int], weak_q: float
     raise ValueError("give budget_per_1k, quality_floor, share, strong_share or min_pgr")
 
 
-def snippet(policy_cfg: dict[str, Any], quality_cfg: dict[str, Any], knob: str) -> str:
+def snippet(policy_cfg: dict[str, Any], quality_cfg: dict[str, Any], knob: str,
+            targets: Sequence[Any] = ()) -> str:
     import yaml
 
     text = yaml.safe_dump({"policy": policy_cfg, "quality": quality_cfg}, sort_keys=False)
+    if targets:  # what the replay assumed of the targets' own config (prices, priors for abstention)
+        text += "# replayed with targets (USD per 1M in/out, quality_prior): " + ", ".join(
+            f"{t.id} {t.input_price_per_mtok:g}/{t.output_price_per_mtok:g} {t.quality_prior:.3f}"
+            for t in targets) + "\n"
     if knob == "min_quality":
         v = policy_cfg.get("min_quality")
         text += (f"# or per request: \"routing\": {{\"min_quality\": {v}}} or header x-router-min-quality: "
@@ -193,7 +198,7 @@ def calibrate(table: RouteTable, emb: np.ndarray | None, *, policy: str = "quali
                 table, emb, spec, protocol, splits, None)
         else:
             qcfg = {"kind": kind, "artifact": artifact}
-        text = snippet(policy_cfg, qcfg, knob)
+        text = snippet(policy_cfg, qcfg, knob, fitted[0].targets)
         check = _verify(text, fitted, table, costs, rows)
     if not np.isclose(check["quality"], pts.quality[i]) or not np.isclose(check["cost_per_1k"],
                                                                          pts.cost_per_1k[i]):

@@ -163,7 +163,9 @@ def aiq_points(cost: np.ndarray, quality: np.ndarray,
         left = float(hy[0])
     else:
         left = 0.0
-    grid = np.linspace(lo, hi, 4001)
+    # the hull's own corners in the grid make the trapezoid sum exact for the piecewise-linear hull
+    inner = hx[(hx > lo) & (hx < hi)]
+    grid = np.unique(np.concatenate([np.linspace(lo, hi, 2001), inner, np.nextafter(inner[:1], -np.inf)]))
     vals = np.interp(grid, hx, hy, left=left, right=hy[-1])
     vals[grid < hx[0]] = left
     return float(np.trapezoid(vals, grid) / (hi - lo))

@@ -14,16 +14,16 @@ TQ, TC = np.array([0.5, 0.8]), np.array([1.0, 3.0])
 
 def test_aiq_over_single_target_range():
     # hull (1,.5) (2,.75) (3,.8): trapezoids 0.625 + 0.775 over a range of 2
-    assert m.aiq_points([1, 2, 3], [0.5, 0.75, 0.8], (1, 3)) == pytest.approx(0.7, abs=1e-4)
+    assert m.aiq_points([1, 2, 3], [0.5, 0.75, 0.8], (1, 3)) == pytest.approx(0.7, abs=1e-9)
     # (2, .6) lies under the chord (1.5,.7)-(3,.8): hull area 0.3 + 1.125 over 2
-    assert m.aiq_points([1, 1.5, 2, 3], [0.5, 0.7, 0.6, 0.8], (1, 3)) == pytest.approx(0.7125, abs=1e-4)
+    assert m.aiq_points([1, 1.5, 2, 3], [0.5, 0.7, 0.6, 0.8], (1, 3)) == pytest.approx(0.7125, abs=1e-9)
     # non-decreasing: the dearest point (3, .6) is lifted to .9: (0.5 + 0.9) / 2 + 0.9 over 2
-    assert m.aiq_points([1, 2, 3], [0.5, 0.9, 0.6], (1, 3)) == pytest.approx(0.8, abs=1e-4)
+    assert m.aiq_points([1, 2, 3], [0.5, 0.9, 0.6], (1, 3)) == pytest.approx(0.8, abs=1e-9)
 
 
 def test_aiq_counts_zero_below_the_routers_cheapest_point_and_flat_above():
     # points only at cost 2 and 3: [1, 2) unreachable -> 0; [2, 3] trapezoid 0.75 -> 0.375
-    assert m.aiq_points([2, 3], [0.7, 0.8], (1, 3)) == pytest.approx(0.375, abs=1e-3)
+    assert m.aiq_points([2, 3], [0.7, 0.8], (1, 3)) == pytest.approx(0.375, abs=1e-9)
     # one point at the cheap end: flat at its quality over the whole range
     assert m.aiq_points([1], [0.6], (1, 3)) == pytest.approx(0.6, abs=1e-6)
 
