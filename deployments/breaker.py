@@ -68,20 +68,27 @@ class CircuitBreaker:
             self._probes = 0
         return self._state
 
+    def peek(self) -> BreakerState:
+        """The state as `state` would report it, without making the open -> half-open move (reads such as
+        health polls must not change what the next call sees)."""
+        if self._state == "open" and self._clock() - self._opened_at >= self.config.open_s:
+            return "half_open"
+        return self._state
+
     @property
     def healthy(self) -> bool:
         """False only while open; half-open counts as healthy so the router sends the probe."""
-        return self.state != "open"
+        return self.peek() != "open"
 
     def retry_in_s(self) -> float:
         """Seconds until an open breaker lets a probe through (0 when not open)."""
-        if self.state != "open":
+        if self.peek() != "open":
             return 0.0
         return max(0.0, self.config.open_s - (self._clock() - self._opened_at))
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "state": self.state,
+            "state": self.peek(),
             "healthy": self.healthy,
             "consecutive_failures": self._consecutive,
             "retry_in_s": round(self.retry_in_s(), 3),

@@ -13,6 +13,7 @@ raises CancelledError inside the engine's coroutine or generator).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,17 @@ def _cancel(response: Any) -> None:
         response.cancel()
     except Exception:  # best effort: a call that already finished or whose replica died
         logger.debug("cancelling a handle call failed", exc_info=True)
+
+
+async def call_with_timeout(method: Any, timeout_s: float, *args: Any) -> Any:
+    """`await method.remote(*args)` for at most `timeout_s` (TimeoutError after), cancelled on expiry."""
+    response = method.remote(*args)
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await response
+    except BaseException:
+        _cancel(response)
+        raise
 
 
 class HandleClient:

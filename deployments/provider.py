@@ -419,7 +419,8 @@ class ProviderReplica:
             async for chunk in chunks:
                 yield chunk
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
+        # async: runs on the replica's event loop, not in a thread beside the breaker it reads
         return self._client.health()
 
     def __repr__(self) -> str:

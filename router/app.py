@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,35 @@ def model_deployment_name(model_id: str) -> str:
 
 
 def build(args: dict[str, Any]) -> Any:
+    """The router application of cluster.yaml. Serve calls builders with exactly one parameter (it
+    refuses any other signature), so the test seams live in `build_router`."""
+    return build_router(args)
+
+
+def build_router(
+    args: dict[str, Any],
+    *,
+    bind_engine: Callable[[Any], Any] | None = None,
+    ingress_actor_options: dict[str, Any] | None = None,
+) -> Any:
     """Validate args and bind the ingress, plus one deployment per enabled provider and per local model
-    that has no application of its own."""
+    that has no application of its own, and the budget ledger.
+
+    Test seams (Serve calls `build(args)` only): `bind_engine(model entry)` may return a bound
+    deployment to serve that model instead of vLLM (the reliability suite's fake engine; its source is
+    then not checked), or None for the real engine; `ingress_actor_options` are merged into the
+    ingress's ray_actor_options (e.g. custom resources pinning it to a node).
+    """
     from deployments.prepare import model_path
     from router.ingress import RouterIngress
+    from router.ledger import bind_ledger
 
     cfg = parse_args(args)
     inline = [m for m in cfg.models if m.app is None]
-    problems = model_problems(cfg, "args", require_prepared=True)
+    substitutes = {m.id: b for m in inline if bind_engine and (b := bind_engine(m)) is not None}
+    inline = [m for m in inline if m.id not in substitutes]
+    checked = cfg.model_copy(update={"models": tuple(m for m in cfg.models if m.id not in substitutes)})
+    problems = model_problems(checked, "args", require_prepared=True)
     if problems:
         raise ConfigError(problems)
 
@@ -52,7 +74,7 @@ def build(args: dict[str, Any]) -> Any:
     if not cfg.models and not providers:
         raise ConfigError(["args: no local model and no provider with its API key set: nothing can answer"])
 
-    handles: dict[str, Any] = {}
+    handles: dict[str, Any] = dict(substitutes)
     if inline:
         from deployments.vllm import build_model_deployment, omp_bind
 
@@ -79,8 +101,8 @@ def build(args: dict[str, Any]) -> Any:
     return RouterIngress.options(  # type: ignore[attr-defined]  # a Serve Deployment at runtime
         num_replicas=cfg.ingress.num_replicas,
         max_ongoing_requests=cfg.ingress.max_ongoing_requests,
-        ray_actor_options={"num_cpus": cfg.ingress.num_cpus},
-    ).bind(enabled.model_dump(mode="json"), handles)
+        ray_actor_options={"num_cpus": cfg.ingress.num_cpus, **(ingress_actor_options or {})},
+    ).bind(enabled.model_dump(mode="json"), handles, bind_ledger(cfg.auth.ledger))
 
 
 def parse_engine(args: dict[str, Any] | None, prefix: str = "args") -> Any:

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from router.auth import Principal
 from router.errors import BudgetExhausted
-from router.ledger import LedgerServer
+from router.ledger import LedgerConfig, LedgerServer
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,15 @@ class Budget:
                 self._avail[key] = self._avail.get(key, 0.0) + usd
             raise
 
+    async def run(self, flush_s: float) -> None:
+        """Background task of an ingress replica: report spend and renew leases every `flush_s`."""
+        while True:
+            await asyncio.sleep(flush_s)
+            try:
+                await self.flush()
+            except Exception:  # ledger restarting: spend is kept for the next round
+                logger.warning("budget ledger report failed; retrying", exc_info=True)
+
     async def usage(self, principal: Principal) -> dict[str, Any]:
         """The key's own spend (what `GET /v1/usage` returns)."""
         spent = await self.ledger.spent(principal.name) + self.pending(principal.name)
@@ -162,3 +171,10 @@ class Budget:
             "budget_usd": budget,
             "remaining_usd": None if budget is None else round(max(0.0, budget - spent), 10),
         }
+
+
+def budget_for(config: LedgerConfig, handle: Any | None) -> Budget:
+    """The replica's Budget: over the shared ledger deployment's handle, or (backend `memory`, or no
+    handle) a ledger in this process."""
+    ledger: LedgerClient = HandleLedger(handle) if handle is not None else LocalLedger()
+    return Budget(ledger, lease_usd=config.lease_usd, idle_s=5 * config.flush_s)

@@ -16,11 +16,12 @@ from typing import Any
 
 from ray import serve
 
-from deployments.handle_client import HandleClient
+from deployments.handle_client import HandleClient, call_with_timeout
 from policies.config import build_latency, build_policy, build_quality
 from policies.types import Target
 from router.api import make_app
 from router.auth import KeyStore
+from router.budget import budget_for
 from router.cold import ColdAware
 from router.config import AppConfig
 from router.metrics import BufferedMetrics, default_metrics
@@ -99,13 +100,14 @@ def per_ingress(targets: Sequence[Target], ingress_replicas: int) -> list[Target
 @serve.deployment(name="router")
 @serve.ingress()
 class RouterIngress:
-    def __init__(self, config: dict[str, Any], handles: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], handles: dict[str, Any], ledger: Any = None) -> None:
         self.cfg = AppConfig.model_validate(config)
         handles = dict(handles)
         for m in self.cfg.models:
             if m.app is not None:  # its own application: found by name, lazily (it may still be starting)
                 handles[m.id] = serve.get_deployment_handle(f"model-{m.id}", app_name=m.app)
         self.service = build_service(self.cfg, {tid: HandleClient(h) for tid, h in handles.items()})
+        self.service.set_budget(budget_for(self.cfg.auth.ledger, ledger))  # shared by all replicas
         self._providers = {p.id: handles[p.id] for p in self.cfg.providers}
         own = serve.get_replica_context().app_name
         # model id -> (application, deployment): router.app binds inline ones as "model-<id>" here
@@ -130,15 +132,22 @@ class RouterIngress:
             self._tasks.append(loop.create_task(self._poll_replicas()))
         if isinstance(self.service.metrics, BufferedMetrics):
             self._tasks.append(loop.create_task(self._flush_metrics(self.service.metrics)))
+        self._tasks.append(loop.create_task(self.service.budget.run(self.cfg.auth.ledger.flush_s)))
         return make_app(lambda: self.service)
 
-    def __del__(self) -> None:  # Serve calls this on graceful shutdown: the last second of metrics
-        metrics = getattr(getattr(self, "service", None), "metrics", None)
+    async def __del__(self) -> None:  # Serve awaits this on graceful shutdown: the last metrics and spend
+        service = getattr(self, "service", None)
+        metrics = getattr(service, "metrics", None)
         if isinstance(metrics, BufferedMetrics):
             try:
                 metrics.flush()
             except Exception:
                 pass
+        if service is not None:
+            try:  # book the last spend and hand unused leases back to the ledger
+                await asyncio.wait_for(service.budget.flush(final=True), 5)
+            except Exception:
+                log.warning("final budget report failed", exc_info=True)
 
     async def stats(self) -> dict[str, Any]:
         """For operators and the soak test (a handle call, no HTTP route): asyncio tasks alive in the
@@ -209,11 +218,18 @@ class RouterIngress:
     async def _poll_health(self) -> None:
         # Provider breakers live in the provider replicas; a cheap poll keeps the policy from choosing
         # a provider whose breaker is open, without a handle call on the request path.
+        # Serve has no separate queue per method: under load the poll waits behind requests. A poll that
+        # does not answer within its timeout says "busy", not "broken": the last state stays.
+        timeout = max(0.5, self.cfg.ingress.health_poll_s)
         while True:
-            for tid, handle in self._providers.items():
-                try:
-                    health = await handle.health.remote()
-                    self.service.view.set_health(tid, bool(health.get("healthy", True)))
-                except Exception:  # a dead provider replica: Serve restarts it; count as unhealthy
-                    self.service.view.set_health(tid, False)
+            await asyncio.gather(*(self._poll_provider(t, h, timeout) for t, h in self._providers.items()))
             await asyncio.sleep(self.cfg.ingress.health_poll_s)
+
+    async def _poll_provider(self, tid: str, handle: Any, timeout: float) -> None:
+        try:
+            health = await call_with_timeout(handle.health, timeout)
+            self.service.view.set_health(tid, bool(health.get("healthy", True)))
+        except TimeoutError:
+            log.debug("health poll of %s timed out (replica busy); keeping its last state", tid)
+        except Exception:  # a dead provider replica: Serve restarts it; count as unhealthy
+            self.service.view.set_health(tid, False)

@@ -191,6 +191,17 @@ class LedgerReplica:
         return await asyncio.to_thread(self._server.spent, key)
 
 
+def bind_ledger(config: LedgerConfig) -> Any | None:
+    """The bound BudgetLedger deployment for router.app.build (None for backend `memory`)."""
+    if config.backend != "deployment":
+        return None
+    opts: dict[str, Any] = {"num_cpus": 0.01}
+    if config.url.startswith("sqlite:///"):  # the file must outlive worker nodes: keep it on the head
+        opts["resources"] = {"node:__internal_head__": 0.001}
+    ledger = __getattr__("BudgetLedger")
+    return ledger.options(ray_actor_options=opts).bind(config.model_dump(mode="json"))
+
+
 def __getattr__(name: str) -> Any:
     if name == "BudgetLedger":
         from ray import serve

@@ -80,6 +80,10 @@ class RouterService:
         )
         self._created = int(time.time())
 
+    def set_budget(self, budget: Budget) -> None:
+        """Use `budget` (the ingress replica's, over the shared ledger) from now on."""
+        self.budget = self._deps.budget = budget
+
     # -- public API used by the handlers -----------------------------------------------------------
     async def chat(
         self, body: dict[str, Any], headers: Mapping[str, str], endpoint: Endpoint = "chat"

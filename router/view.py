@@ -2,7 +2,8 @@
 
 Health has two sources, both cheap to read at decision time:
 - passive: `error_threshold` consecutive failures put a target in cool-down for `cooldown_s`; the first
-  request after the cool-down is the probe (a success resets the count, a failure restarts it);
+  request after the cool-down is the one probe (while it runs the target stays "cooling_down" for the
+  others; a success resets the count, a failure restarts the cool-down);
 - active: health callbacks `() -> bool` per target (e.g. a cached provider breaker state) and pushed
   states (`set_health`), for a background poller in the ingress. Callbacks must not block or do I/O.
 
@@ -65,6 +66,7 @@ class LiveView:
         self._clock = clock
         self._consecutive: dict[str, int] = {}
         self._down_until: dict[str, float] = {}
+        self._probe: dict[str, bool] = {}  # after a cool-down: is the one probe call in flight?
         # The estimator's feedback methods are optional (a static LatencyView has none): bind once.
         self._started = getattr(latency, "started", _noop)
         self._finished = getattr(latency, "finished", _noop)
@@ -119,6 +121,9 @@ class LiveView:
             if self._clock() < until:
                 return "cooling_down"
             del self._down_until[target_id]  # half-open: the next request is the probe
+            self._probe[target_id] = False
+        if self._probe.get(target_id):  # one probe is in flight: the others keep routing elsewhere
+            return "cooling_down"
         return "healthy"
 
     # -- health inputs -------------------------------------------------------------------------------
@@ -192,10 +197,14 @@ class LiveView:
         """A call was sent; returns the ticket to hand to `observe` and `finished`."""
         if self._scale.get(target_id) == "cold":
             self.wake(target_id)  # the call itself makes Serve scale up; measure the start-up alongside
+        if self._probe.get(target_id) is False:
+            self._probe[target_id] = True  # this call is the probe
         return self._started(target_id)
 
     def finished(self, target_id: str, ticket: Any = None) -> None:
         """The call left the target, successfully or not (after `observe`/`error`)."""
+        if self._probe.get(target_id):  # the probe ended without a verdict (cancelled): free its slot
+            self._probe[target_id] = False
         if self._tickets:
             self._finished(target_id, ticket)
         else:
@@ -206,6 +215,7 @@ class LiveView:
     ) -> None:
         """A call succeeded: record its latency and reset the failure count."""
         self._consecutive[target_id] = 0
+        self._probe.pop(target_id, None)
         if self._tickets:
             self._observe(target_id, ttft_ms, tpot_ms, output_tokens, ticket=ticket)
         else:
@@ -216,7 +226,7 @@ class LiveView:
         self._error(target_id)
         n = self._consecutive.get(target_id, 0) + 1
         self._consecutive[target_id] = n
-        if n >= self._threshold:
+        if self._probe.pop(target_id, None) is not None or n >= self._threshold:  # a failed probe: cool again
             self._down_until[target_id] = self._clock() + self._cooldown_s
             self._consecutive[target_id] = 0
 

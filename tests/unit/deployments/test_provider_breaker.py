@@ -136,3 +136,15 @@ def test_retry_config_bounds():
         RetryConfig(max_retries=50)
     with pytest.raises(ValueError):
         RetryConfig(max_retries=-1)
+
+
+def test_reading_health_does_not_move_the_breaker() -> None:
+    from deployments.breaker import BreakerConfig, CircuitBreaker
+
+    now = [0.0]
+    b = CircuitBreaker(BreakerConfig(failure_threshold=1, open_s=10), clock=lambda: now[0])
+    b.record_failure("x")
+    now[0] = 11
+    assert b.snapshot()["state"] == "half_open" and b.healthy  # what a poll sees
+    assert b._state == "open"  # ...without taking the half-open step itself
+    assert b.acquire() and not b.acquire()  # the one probe is still there for a real call

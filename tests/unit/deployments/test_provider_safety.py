@@ -118,14 +118,14 @@ async def test_replica_complete_stream_and_health(monkeypatch):
     out = await r.complete("chat", CHAT)
     chunks = [c async for c in r.stream("chat", CHAT)]
     assert out["model"] == "gpt-x" and chunks[-1]["usage"]["total_tokens"] == 5
-    health = r.health()
+    health = await r.health()
     assert health["healthy"] and health["state"] == "closed" and health["target"] == "gpt-x"
     assert json.loads(json.dumps(health)) == health and leak_free(repr(r))
 
 
 async def test_replica_without_key_reports_unhealthy_instead_of_crashing(monkeypatch, caplog):
     r = replica([ok_json], monkeypatch, key=None)
-    health = r.health()
+    health = await r.health()
     assert health["healthy"] is False and "PROVIDER_KEY" in health["reason"]
     with pytest.raises(NoHealthyTarget) as info:
         await r.complete("chat", CHAT)

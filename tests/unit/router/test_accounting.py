@@ -116,3 +116,36 @@ async def test_budget_refusal_of_an_escalation_returns_the_cheap_answer() -> Non
         r = await http.post("/v1/chat/completions", json=chat_body(max_tokens=4),
                             headers={"authorization": "Bearer rk-k-0123456789"})
     assert r.status_code == 200 and r.headers["x-router-target"] == "small" and not fakes["big"].calls
+
+
+async def test_one_probe_after_cool_down_while_others_route_elsewhere() -> None:
+    import asyncio
+
+    now = [0.0]
+    small = FakeTarget("small", fail_first=3)
+    rig = Rig(_fakes(small=small), clock=lambda: now[0])
+    async with rig.http() as http:
+        for _ in range(3):  # three failures: small cools down (30 s in the Rig)
+            assert (await http.post("/v1/chat/completions", json=chat_body())).headers["x-router-target"] == "big"
+        assert rig.view.state("small") == "cooling_down"
+        now[0] = 31
+        small.delay_s = 0.3
+        probe = asyncio.create_task(http.post("/v1/chat/completions", json=chat_body()))
+        await asyncio.sleep(0.1)
+        assert len(small.calls) == 4 and rig.view.state("small") == "cooling_down"  # the probe is out
+        others = await asyncio.gather(*(http.post("/v1/chat/completions", json=chat_body()) for _ in range(5)))
+        assert {r.headers["x-router-target"] for r in others} == {"big"} and len(small.calls) == 4
+        assert (await probe).headers["x-router-target"] == "small"
+        assert rig.view.state("small") == "healthy"
+
+
+async def test_failed_probe_restarts_the_cool_down() -> None:
+    now = [0.0]
+    rig = Rig(_fakes(small=FakeTarget("small", fail_first=4)), clock=lambda: now[0])
+    async with rig.http() as http:
+        for _ in range(3):
+            await http.post("/v1/chat/completions", json=chat_body())
+        now[0] = 31
+        r = await http.post("/v1/chat/completions", json=chat_body())  # the probe fails, big answers
+        assert r.headers["x-router-target"] == "big" and len(rig.fakes["small"].calls) == 4
+        assert rig.view.state("small") == "cooling_down"
