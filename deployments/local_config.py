@@ -73,6 +73,10 @@ class EngineConfig(BaseModel):
     accelerator: Literal["cpu", "gpu"] = Field("cpu", description="Where the engine runs.")
     accelerator_type: str | None = Field(None, description="GPU type, e.g. 'A100', 'L4' (GPU only).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (GPU only).")
+    gpu_fraction: float = Field(
+        1.0, gt=0, le=1, description="Share of one GPU an engine takes (GPU only, tensor_parallel_size 1): "
+        "e.g. 0.4 puts two small models on one GPU; give engine_kwargs.gpu_memory_utilization to match."
+    )
     num_replicas: int | None = Field(1, ge=1, description="Fixed replica count (None with autoscaling).")
     autoscaling: Autoscaling | None = Field(
         None, description="Autoscaling instead of num_replicas (min_replicas 0: the model scales from zero)."
@@ -98,8 +102,11 @@ class EngineConfig(BaseModel):
     def _check_engine(self) -> EngineConfig:
         if self.autoscaling is not None and self.num_replicas not in (None, 1):
             raise ValueError("give either num_replicas or autoscaling, not both")
-        if self.accelerator == "cpu" and (self.tensor_parallel_size != 1 or self.accelerator_type):
-            raise ValueError("tensor_parallel_size and accelerator_type apply to accelerator: gpu only")
+        if self.accelerator == "cpu" and (self.tensor_parallel_size != 1 or self.accelerator_type
+                                          or self.gpu_fraction != 1):
+            raise ValueError("tensor_parallel_size, accelerator_type and gpu_fraction apply to accelerator: gpu only")
+        if self.gpu_fraction != 1 and self.tensor_parallel_size != 1:
+            raise ValueError("gpu_fraction below 1 needs tensor_parallel_size 1")
         return self
 
     def engine(self) -> EngineConfig:

@@ -67,6 +67,8 @@ def llm_config(model: EngineConfig, path: str, omp_threads_bind: str | None) -> 
         engine_kwargs["tensor_parallel_size"] = model.tensor_parallel_size
         if model.accelerator_type:
             extra["accelerator_type"] = model.accelerator_type
+        if model.gpu_fraction < 1:  # ray.serve.llm runs the engine on a fractional GPU bundle
+            extra["placement_group_config"] = {"bundles": [{"GPU": model.gpu_fraction}]}
     engine_kwargs.update(model.engine_kwargs)
     return LLMConfig(
         model_loading_config={"model_id": model.id, "model_source": path},
