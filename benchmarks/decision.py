@@ -1,16 +1,22 @@
 """In-process decision time per policy: p50/p99 µs and decisions/s at 2, 10 and 100 targets.
 
-    python benchmarks/decision.py                 # full run (includes the embedding predictor)
+    python benchmarks/decision.py                 # full run (table, static featurizer, MiniLM)
     python benchmarks/decision.py --quick         # a couple of seconds, table-driven only
-    python benchmarks/decision.py --quick --embed # quick, plus a few embedding decisions
+    python benchmarks/decision.py --quick --embed # quick, plus a few learned decisions of each kind
 
 Every decision sees live latency state: before each one, one target gets a new observation, so the
 lazy quantile refresh is on the measured path as it is in serving at ~1 completion per request. The
-embedding runs use distinct prompts (no LRU hits): the cost of encoding one prompt is included.
+learned runs use distinct prompts (no cache hits), so featurizing one prompt is included:
+  * `static`: KNNPredictor (k=40) over 5,000 training prompts on the static featurizer
+    (`routerctl tune featurizer build`), prompts of 8-400 words; the whole decision inline
+    (featurize + kNN + policy). Serving featurizes in a worker thread (router/learned.py); the part
+    left on the event loop is the `static-loop` cell (prediction looked up + policy).
+  * `embed`: LogisticPredictor on the packaged all-MiniLM-L6-v2, one torch thread.
 
 Writes benchmarks/results/decision.json: {"policies": {name: {p50_us, p99_us, decisions_per_s, targets,
 predictor}}, "runs": [every (policy, targets, predictor) cell], "machine": .., "date": .., "command": ..}.
-`policies[name]` is the 10-target table-driven cell; `policies[name + "+embed"]` the embedding one.
+`policies[name]` is the 10-target table-driven cell; `policies[name + "+static"]`,
+`policies[name + "+static-loop"]` and `policies[name + "+embed"]` the learned ones.
 """
 
 from __future__ import annotations
@@ -87,7 +93,35 @@ def make_embed_quality(targets: list[Target]):
     return pred
 
 
-def run_cell(policy_cfg: dict, targets: list[Target], quality, n: int, seed: int) -> dict:
+def long_prompts(n: int, seed: int) -> list[str]:
+    """Distinct prompts of 8-400 words (a mix like real chat turns), for the featurizer cells."""
+    rng = random.Random(seed)
+    vocab = WORDS + "the of and a to in is you that it he was for on are as with his they".split()
+    return [f"{seed}-{i}: " + " ".join(rng.choice(vocab) for _ in range(int(8 * 50 ** rng.random())))
+            for i in range(n)]
+
+
+def make_static_quality(targets: list[Target], offloaded: bool = False):
+    import numpy as np
+
+    from policies.predictors import KNNPredictor
+    from policies.predictors.offload import OffloadedQuality
+    from policies.predictors.static_embed import StaticEmbedder
+
+    embedder = StaticEmbedder()  # the default build; FeaturizerMissing says how to make it
+    E = embedder.embed(long_prompts(5000, seed=7))
+    rng = np.random.default_rng(0)
+    labels = {t.id: (rng.random(len(E)) < t.quality_prior).astype(float) for t in targets}
+    pred = KNNPredictor(k=40).fit(E, labels)
+    pred._embedder = embedder
+    pred.embedder.embed_one("warm-up")
+    if not offloaded:
+        return pred
+    return OffloadedQuality(pred, targets)
+
+
+def run_cell(policy_cfg: dict, targets: list[Target], quality, n: int, seed: int,
+             texts: list[str] | None = None) -> dict:
     est = LatencyEstimator(targets)
     rng = random.Random(seed)
     for t in targets:  # warm, live state: sketches past min_samples, some load
@@ -110,8 +144,17 @@ def run_cell(policy_cfg: dict, targets: list[Target], quality, n: int, seed: int
             expected_output_tokens=rng.randint(16, 512),
             constraints=cons[i % len(cons)],
         )
-        for i, p in enumerate(prompts(n, seed))
+        for i, p in enumerate(texts if texts is not None else prompts(n, seed))
     ]
+    prepare = getattr(quality, "prepare", None)
+    if prepare is not None:  # what serving does before the decision, off the loop (not timed)
+        import asyncio
+
+        async def _prepare_all() -> None:
+            for r in reqs:
+                await prepare(r.prompt)
+
+        asyncio.run(_prepare_all())
     ids = [t.id for t in targets]
     times = []
     perf = time.perf_counter_ns
@@ -135,14 +178,19 @@ def run_cell(policy_cfg: dict, targets: list[Target], quality, n: int, seed: int
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="few decisions, no 100-target or embedding runs")
-    ap.add_argument("--embed", action="store_true", help="with --quick: include a few embedding decisions")
+    ap.add_argument("--embed", action="store_true", help="with --quick: include a few learned decisions")
+    ap.add_argument("--no-minilm", action="store_true", help="skip the MiniLM cells (slow: ~45 ms each)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "decision.json"))
     args = ap.parse_args(argv)
+    from policies.predictors.offload import single_thread_blas
+
+    single_thread_blas()  # as in the ingress replica (router/learned.py)
 
     sizes = (2, 10) if args.quick else (2, 10, 100)
     n_table = 300 if args.quick else 5000
     do_embed = args.embed or not args.quick
     n_embed = 20 if args.quick else 50
+    n_static = 100 if args.quick else 1000
     runs = []
     for size in sizes:
         targets = make_targets(size)
@@ -151,6 +199,16 @@ def main(argv: list[str] | None = None) -> int:
             cell["predictor"] = "prior"
             runs.append(cell)
     if do_embed:
+        for size in sizes:
+            targets = make_targets(size)
+            for kind in ("static", "static-loop"):
+                quality = make_static_quality(targets, offloaded=kind == "static-loop")
+                for cfg in POLICIES:
+                    seed = 1000 * size + len(runs)  # distinct prompts per cell: no cache hits
+                    cell = run_cell(cfg, targets, quality, n_static, seed, long_prompts(n_static, seed))
+                    cell["predictor"] = kind
+                    runs.append(cell)
+    if do_embed and not args.no_minilm:
         for size in sizes:
             targets = make_targets(size)
             quality = make_embed_quality(targets)
@@ -163,13 +221,13 @@ def main(argv: list[str] | None = None) -> int:
     summary = {}
     for cell in runs:
         if cell["targets"] == 10:
-            key = cell["policy"] + ("+embed" if cell["predictor"] == "embed" else "")
+            key = cell["policy"] + ("" if cell["predictor"] == "prior" else "+" + cell["predictor"])
             summary[key] = {k: cell[k] for k in ("p50_us", "p99_us", "decisions_per_s", "targets")}
             summary[key]["predictor"] = cell["predictor"]
     result = {
         "policies": summary,
         "runs": runs,
-        "goals": {"table_p99_us": 100, "embed_p99_us": 5000},
+        "goals": {"table_p99_us": 100, "learned_p99_us": 1000},
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -183,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"{'policy':<20}{'targets':>8}{'predictor':>10}{'p50 µs':>10}{'p99 µs':>10}{'dec/s':>10}")
+    print(f"{'policy':<20}{'targets':>8}{'predictor':>12}{'p50 µs':>10}{'p99 µs':>10}{'dec/s':>10}")
     for c in runs:
-        print(f"{c['policy']:<20}{c['targets']:>8}{c['predictor']:>10}{c['p50_us']:>10}{c['p99_us']:>10}"
+        print(f"{c['policy']:<20}{c['targets']:>8}{c['predictor']:>12}{c['p50_us']:>10}{c['p99_us']:>10}"
               f"{c['decisions_per_s']:>10}")
     print(f"wrote {out}")
     return 0
