@@ -3,7 +3,7 @@
 - `PolicyConfig`: discriminated union on `name` over every registered policy's config model. Each config
   class carries ClassVars `sweep_knob` (field the tuning lab sweeps, or None) and `sweep_grid` (values);
   `policies.registry.sweep_of(cfg)` reads both.
-- `QualityConfig`: discriminated union on `kind`: prior | knn | logistic | mf (trained ones name an
+- `QualityConfig`: discriminated union on `kind`: prior | knn | logistic | mf | irt (trained ones name an
   `artifact` directory written by the predictor's `save`).
 - `LatencyConfig`: quantile and decay of the live latency estimator.
 
@@ -96,8 +96,14 @@ class MFQualityConfig(_TrainedQualityConfig):
     kind: Literal["mf"] = Field("mf", description="Predictor kind (discriminator).")
 
 
+class IRTQualityConfig(_TrainedQualityConfig):
+    """IRT-style: target ability x prompt difficulty/discrimination predicted from the embedding."""
+
+    kind: Literal["irt"] = Field("irt", description="Predictor kind (discriminator).")
+
+
 QualityConfig = Annotated[
-    PriorQualityConfig | KNNQualityConfig | LogisticQualityConfig | MFQualityConfig,
+    PriorQualityConfig | KNNQualityConfig | LogisticQualityConfig | MFQualityConfig | IRTQualityConfig,
     Field(discriminator="kind"),
 ]
 
@@ -161,6 +167,7 @@ __all__ = [
     "AlwaysStrongestConfig",
     "CascadeConfig",
     "CheapestFitConfig",
+    "IRTQualityConfig",
     "KNNQualityConfig",
     "LatencyConfig",
     "LogisticQualityConfig",

@@ -1,7 +1,7 @@
 """Quality predictors: P(answer acceptable) per target for a prompt.
 
 Every predictor implements `policies.base.QualityPredictor.predict(prompt, targets) -> {id: p}` for the
-router. The trainable ones (knn, logistic, mf) score sentence embeddings of the prompt (packaged
+router. The trainable ones (knn, logistic, mf, irt) score sentence embeddings of the prompt (packaged
 all-MiniLM-L6-v2, see `embed.py`) and share one API:
 
     pred = LogisticPredictor().fit(E_or_prompts, {"small": y_small, "big": y_big})  # y in [0,1], NaN=unknown
@@ -15,6 +15,11 @@ The tuning lab should embed a dataset once (`Embedder().embed(prompts)`), keep E
 `predict_embeddings` on E: thousands of prompts score in milliseconds. Targets the predictor was not
 trained on get their `Target.quality_prior` from `predict` and are absent from `predict_embeddings`.
 torch/transformers load only when a prompt must be embedded.
+
+Every trainable predictor also takes `calibration="isotonic"|"platt"` (per-target maps fitted on
+out-of-fold predictions at training time) and `shrink=True` (pull predictions towards the target's
+training mean when a prompt is unlike the training prompts; `support(prompt)` in [0, 1] says how
+alike). Both are stored in the artifact, so serving predicts exactly what training measured.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.predictors._common import EmbeddingPredictor, read_meta
+from policies.predictors.irt import IRTPredictor
 from policies.predictors.knn import KNNPredictor
 from policies.predictors.logistic import LogisticPredictor
 from policies.predictors.mf import MFPredictor
@@ -33,6 +39,7 @@ KINDS: dict[str, Any] = {
     "knn": KNNPredictor,
     "logistic": LogisticPredictor,
     "mf": MFPredictor,
+    "irt": IRTPredictor,
 }
 
 
@@ -46,6 +53,7 @@ def load_predictor(path: str | Path, embedder: Any = None) -> Any:
 
 __all__ = [
     "EmbeddingPredictor",
+    "IRTPredictor",
     "KINDS",
     "KNNPredictor",
     "LogisticPredictor",

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
+from policies.predictors.calibration import Calibrators, support_anchors, support_thresholds
 from policies.types import Target
 
 FORMAT = 1
@@ -68,22 +69,71 @@ def masked_bce_grad(P_: np.ndarray, Y: np.ndarray, mask: np.ndarray) -> np.ndarr
 class EmbeddingPredictor:
     """Base of predictors that score a prompt's embedding.
 
-    Subclasses implement `_fit(E, Y)`, `predict_embeddings(E)` and the artifact's arrays/params.
+    Subclasses implement `_fit(E, Y)`, `_raw(E) -> (m, T)` raw P(ok) and the artifact's arrays/params
+    (`_params()` must return the constructor's keyword arguments: folds refit a copy made from them).
+    The base adds, as fitted at training time and stored in the artifact:
+      * `calibration` ("isotonic" | "platt" | None): per-target maps fitted on `cv_folds` out-of-fold
+        predictions (see `calibration.py`), applied to every prediction;
+      * `shrink`: predictions pulled towards the target's training mean (`prior`) by 1 - support, the
+        prompt's familiarity in [0, 1] (`support(prompt)`, also read by the `utility` policy).
     """
 
     kind: ClassVar[str] = ""
 
-    def __init__(self, embedder: Any = None) -> None:
+    def __init__(
+        self,
+        embedder: Any = None,
+        *,
+        calibration: str | None = None,
+        cv_folds: int = 5,
+        shrink: bool = False,
+        support_quantile: float = 0.02,
+        support_width: float = 0.2,
+        max_anchors: int = 1024,
+    ) -> None:
+        if calibration not in (None, "isotonic", "platt"):
+            raise ValueError(f"unknown calibration {calibration!r}; choose isotonic, platt or None")
+        if cv_folds < 2:
+            raise ValueError("cv_folds must be >= 2")
         self.targets: tuple[str, ...] = ()
         self._embedder = embedder
+        self.calibration, self.cv_folds, self.shrink = calibration, cv_folds, shrink
+        self.support_quantile, self.support_width, self.max_anchors = (
+            support_quantile, support_width, max_anchors)
+        self.prior_: np.ndarray | None = None
+        self._cal: Calibrators | None = None
+        self._anchors: np.ndarray | None = None
+        self._lo, self._hi = 0.0, 0.0
 
     # -- training ------------------------------------------------------------------------------------
     def fit(self: P, X: np.ndarray | Sequence[str], labels: Mapping[str, Sequence[float] | np.ndarray]) -> P:
         """Train on embeddings (n, d) or on prompts (embedded here), labels {target: (n,) in [0, 1]}."""
         E = self._as_embeddings(X)
         self.targets, Y = label_matrix(labels, E.shape[0])
+        self.prior_ = np.nan_to_num(np.nanmean(np.where(np.isnan(Y), np.nan, Y), axis=0), nan=0.5) \
+            if len(Y) else np.full(Y.shape[1], 0.5)
+        self._cal = None
+        if self.calibration is not None:
+            self._cal = Calibrators.fit(self.calibration, self.out_of_fold(E, Y), Y)
+        if self.shrink:
+            self._anchors, sim = support_anchors(E, self.max_anchors)
+            self._lo, self._hi = support_thresholds(sim, self.support_quantile, self.support_width)
         self._fit(E, Y)
         return self
+
+    def out_of_fold(self, E: np.ndarray, Y: np.ndarray, seed: int = 0) -> np.ndarray:
+        """(n, T) raw predictions, each row from a copy trained on the other folds."""
+        n = len(E)
+        folds = np.array_split(np.random.default_rng(seed).permutation(n), min(self.cv_folds, n))
+        out = np.empty(Y.shape, dtype=np.float64)
+        for f in folds:
+            train = np.ones(n, dtype=bool)
+            train[f] = False
+            part = type(self)(**self._params())
+            part.targets = self.targets
+            part._fit(E[train], Y[train])
+            out[f] = part._raw(E[f])
+        return out
 
     def _as_embeddings(self, X: np.ndarray | Sequence[str]) -> np.ndarray:
         if isinstance(X, np.ndarray):
@@ -95,6 +145,9 @@ class EmbeddingPredictor:
     def _fit(self, E: np.ndarray, Y: np.ndarray) -> None:
         raise NotImplementedError
 
+    def _raw(self, E: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
     # -- scoring -------------------------------------------------------------------------------------
     @property
     def embedder(self) -> Any:
@@ -104,15 +157,58 @@ class EmbeddingPredictor:
             self._embedder = default_embedder()
         return self._embedder
 
+    @property
+    def prior(self) -> dict[str, float]:
+        """{target: mean training label}: what an unfamiliar prompt is shrunk towards."""
+        if self.prior_ is None:
+            return {}
+        return {t: float(p) for t, p in zip(self.targets, self.prior_, strict=True)}
+
+    def support_embeddings(self, E: np.ndarray) -> np.ndarray:
+        """(m,) familiarity in [0, 1] of embedded prompts; all 1 when shrinkage is off."""
+        E = np.asarray(E, dtype=np.float32)
+        if self._anchors is None:
+            return np.ones(len(E))
+        E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+        best = (E @ self._anchors.T).max(axis=1).astype(np.float64)
+        return np.clip((best - self._lo) / max(self._hi - self._lo, 1e-9), 0.0, 1.0)
+
+    def support(self, prompt: str) -> float:
+        """Familiarity of one prompt (embedding from the LRU cache that `predict` filled)."""
+        if self._anchors is None:
+            return 1.0
+        return float(self.support_embeddings(self.embedder.embed_one(prompt)[None, :])[0])
+
+    def predict_matrix(self, E: np.ndarray) -> np.ndarray:
+        """(m, T) P(acceptable), calibrated and shrunk as fitted, columns in `targets` order."""
+        P = self._raw(np.asarray(E, dtype=np.float32)).astype(np.float64)
+        if self._cal is not None:
+            P = self._cal.apply(P)
+        if self._anchors is not None and self.prior_ is not None:
+            w = self.support_embeddings(E)[:, None]
+            P = w * P + (1.0 - w) * self.prior_[None, :]
+        return np.clip(P, 0.0, 1.0)
+
     def predict_embeddings(self, E: np.ndarray) -> dict[str, np.ndarray]:
         """{target: (n,) P(acceptable)} for precomputed embeddings E (n, dim): the bulk/offline path."""
-        raise NotImplementedError
+        P = self.predict_matrix(E)
+        return {t: P[:, j] for j, t in enumerate(self.targets)}
 
     def predict(self, prompt: str, targets: Sequence[Target]) -> dict[str, float]:
         """QualityPredictor: embed (LRU-cached) and score; unknown targets get their prior."""
         e = self.embedder.embed_one(prompt)
-        scores = self.predict_embeddings(e[None, :])
-        return {t.id: float(scores[t.id][0]) if t.id in scores else t.quality_prior for t in targets}
+        row = self.predict_matrix(e[None, :])[0]
+        col = self._col
+        return {t.id: float(row[col[t.id]]) if t.id in col else t.quality_prior for t in targets}
+
+    @property
+    def _col(self) -> dict[str, int]:
+        # Cached per targets tuple: predict runs per request and must not rebuild it.
+        cache = self.__dict__.get("_col_cache")
+        if cache is None or cache[0] is not self.targets:
+            cache = (self.targets, {t: j for j, t in enumerate(self.targets)})
+            self.__dict__["_col_cache"] = cache
+        return cache[1]
 
     # -- artifacts -----------------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -124,14 +220,31 @@ class EmbeddingPredictor:
     def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
+    def _post_arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        if self.prior_ is not None:
+            out["post_prior"] = self.prior_
+        if self._cal is not None:
+            out |= {"post_cal_x": self._cal.xs, "post_cal_y": self._cal.ys, "post_cal_off": self._cal.offsets}
+        if self._anchors is not None:
+            out["post_anchors"] = self._anchors
+        return out
+
+    def _post_params(self) -> dict[str, Any]:
+        return {"calibration": self.calibration, "cv_folds": self.cv_folds, "shrink": self.shrink,
+                "support_quantile": self.support_quantile, "support_width": self.support_width,
+                "max_anchors": self.max_anchors, "support_lo": self._lo, "support_hi": self._hi}
+
     def save(self, path: str | Path) -> Path:
         """Write the artifact directory: weights.npz (arrays) + meta.json (kind, targets, params)."""
         if not self.targets:
             raise ValueError("fit the predictor before saving it")
         d = Path(path)
         d.mkdir(parents=True, exist_ok=True)
-        np.savez(d / WEIGHTS, **self._arrays())  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
-        meta = {"format": FORMAT, "kind": self.kind, "targets": list(self.targets), "params": self._params()}
+        arrays = {**self._arrays(), **self._post_arrays()}
+        np.savez(d / WEIGHTS, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+        meta = {"format": FORMAT, "kind": self.kind, "targets": list(self.targets), "params": self._params(),
+                "post": self._post_params()}
         (d / META).write_text(json.dumps(meta, indent=2))
         return d
 
@@ -143,11 +256,19 @@ class EmbeddingPredictor:
         if meta["kind"] != cls.kind:
             raise ValueError(f"{d} holds a {meta['kind']!r} predictor, not {cls.kind!r}")
         obj = cls.__new__(cls)
-        EmbeddingPredictor.__init__(obj, embedder)
+        post = dict(meta.get("post") or {})
+        lo, hi = float(post.pop("support_lo", 0.0)), float(post.pop("support_hi", 0.0))
+        EmbeddingPredictor.__init__(obj, embedder, **post)
         obj.targets = tuple(meta["targets"])
         with np.load(d / WEIGHTS, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         obj._restore(arrays, meta.get("params", {}))
+        obj.prior_ = arrays.get("post_prior")
+        if "post_cal_x" in arrays:
+            obj._cal = Calibrators(str(obj.calibration), arrays["post_cal_x"], arrays["post_cal_y"],
+                                   arrays["post_cal_off"])
+        obj._anchors = arrays.get("post_anchors")
+        obj._lo, obj._hi = lo, hi
         return obj
 
 

@@ -18,8 +18,8 @@ from policies.predictors._common import EmbeddingPredictor
 class KNNPredictor(EmbeddingPredictor):
     kind = "knn"
 
-    def __init__(self, k: int = 10, smoothing: float = 1.0, embedder: Any = None) -> None:
-        super().__init__(embedder)
+    def __init__(self, k: int = 10, smoothing: float = 1.0, embedder: Any = None, **post: Any) -> None:
+        super().__init__(embedder, **post)
         if k < 1:
             raise ValueError("k must be >= 1")
         self.k = k
@@ -31,7 +31,7 @@ class KNNPredictor(EmbeddingPredictor):
         self.Y = Y.astype(np.float32)
         self.mean = np.nan_to_num(np.nanmean(Y, axis=0), nan=0.5).astype(np.float32)
 
-    def predict_embeddings(self, E: np.ndarray) -> dict[str, np.ndarray]:
+    def _raw(self, E: np.ndarray) -> np.ndarray:
         E = np.asarray(E, dtype=np.float32)
         E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
         sims = E @ self.X.T  # (m, n)
@@ -44,7 +44,7 @@ class KNNPredictor(EmbeddingPredictor):
         num = (wk * np.nan_to_num(ys)).sum(1) + self.smoothing * self.mean
         den = wk.sum(1) + self.smoothing
         P = num / den
-        return {t: P[:, j].astype(np.float64) for j, t in enumerate(self.targets)}
+        return P.astype(np.float64)
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return {"X": self.X, "Y": self.Y, "mean": self.mean}

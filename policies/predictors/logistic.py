@@ -26,8 +26,9 @@ class LogisticPredictor(EmbeddingPredictor):
         lr: float = 0.05,
         seed: int = 0,
         embedder: Any = None,
+        **post: Any,
     ) -> None:
-        super().__init__(embedder)
+        super().__init__(embedder, **post)
         self.hidden, self.l2, self.steps, self.lr, self.seed = hidden, l2, steps, lr, seed
         self.params: dict[str, np.ndarray] = {}
 
@@ -61,13 +62,13 @@ class LogisticPredictor(EmbeddingPredictor):
         adam(p, grad, self.steps, self.lr)
         self.params = {k: v.astype(np.float32) for k, v in p.items()}
 
-    def predict_embeddings(self, E: np.ndarray) -> dict[str, np.ndarray]:
+    def _raw(self, E: np.ndarray) -> np.ndarray:
         p = self.params
         H = np.asarray(E, dtype=np.float32)
         if "W1" in p:
             H = np.maximum(H @ p["W1"] + p["b1"], 0.0)
         P = sigmoid((H @ p["W"] + p["b"]).astype(np.float64))
-        return {t: P[:, j] for j, t in enumerate(self.targets)}
+        return P
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return self.params
@@ -78,4 +79,4 @@ class LogisticPredictor(EmbeddingPredictor):
     def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
         self.hidden, self.l2 = int(params["hidden"]), float(params["l2"])
         self.steps, self.lr, self.seed = int(params["steps"]), float(params["lr"]), int(params["seed"])
-        self.params = dict(arrays)
+        self.params = {k: v for k, v in arrays.items() if not k.startswith("post_")}

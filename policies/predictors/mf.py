@@ -28,8 +28,9 @@ class MFPredictor(EmbeddingPredictor):
         lr: float = 0.02,
         seed: int = 0,
         embedder: Any = None,
+        **post: Any,
     ) -> None:
-        super().__init__(embedder)
+        super().__init__(embedder, **post)
         self.dim, self.l2, self.steps, self.lr, self.seed = dim, l2, steps, lr, seed
         self.params: dict[str, np.ndarray] = {}
 
@@ -55,11 +56,11 @@ class MFPredictor(EmbeddingPredictor):
         adam(p, grad, self.steps, self.lr)
         self.params = {k: v.astype(np.float32) for k, v in p.items()}
 
-    def predict_embeddings(self, E: np.ndarray) -> dict[str, np.ndarray]:
+    def _raw(self, E: np.ndarray) -> np.ndarray:
         p = self.params
         H = np.asarray(E, dtype=np.float32) @ p["P"].T
         P = sigmoid((H @ p["V"].T + p["b"]).astype(np.float64))
-        return {t: P[:, j] for j, t in enumerate(self.targets)}
+        return P
 
     def _arrays(self) -> dict[str, np.ndarray]:
         return self.params
@@ -70,4 +71,4 @@ class MFPredictor(EmbeddingPredictor):
     def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
         self.dim, self.l2 = int(params["dim"]), float(params["l2"])
         self.steps, self.lr, self.seed = int(params["steps"]), float(params["lr"]), int(params["seed"])
-        self.params = dict(arrays)
+        self.params = {k: v for k, v in arrays.items() if not k.startswith("post_")}
