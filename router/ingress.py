@@ -104,8 +104,11 @@ class RouterIngress:
         self.cfg = AppConfig.model_validate(config)
         handles = dict(handles)
         for m in self.cfg.models:
-            if m.app is not None:  # its own application: found by name, lazily (it may still be starting)
-                handles[m.id] = serve.get_deployment_handle(f"model-{m.id}", app_name=m.app)
+            if m.app is not None:
+                # Its own application, built concurrently with this one by `serve run` (a vLLM engine's
+                # builder imports vLLM first, so its deployment may not exist yet): a handle by name,
+                # without Serve's existence check; the replica poll marks the model down until it runs.
+                handles[m.id] = serve.get_deployment_handle(f"model-{m.id}", app_name=m.app, _check_exists=False)
         self.service = build_service(self.cfg, {tid: HandleClient(h) for tid, h in handles.items()})
         self.service.set_budget(budget_for(self.cfg.auth.ledger, ledger))  # shared by all replicas
         self._providers = {p.id: handles[p.id] for p in self.cfg.providers}

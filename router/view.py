@@ -24,7 +24,7 @@ from typing import Any, Literal
 from policies.base import LatencyView, QualityPredictor
 from policies.types import Target
 
-TargetState = Literal["healthy", "cooling_down", "down", "cold", "warming"]
+TargetState = Literal["healthy", "cooling_down", "down", "cold", "warming", "starting"]
 ScaleState = Literal["cold", "warming"]
 ROUTABLE: frozenset[str] = frozenset({"healthy", "cold", "warming"})
 
@@ -61,6 +61,7 @@ class LiveView:
         self._quality = quality
         self._checks: dict[str, Callable[[], bool]] = dict(health_checks or {})
         self._pushed: dict[str, bool] = {}
+        self._starting: set[str] = set()  # pushed down, but never up yet: still loading (issue 12)
         self._threshold = max(1, error_threshold)
         self._cooldown_s = cooldown_s
         self._clock = clock
@@ -103,7 +104,7 @@ class LiveView:
 
     def state(self, target_id: str) -> TargetState:
         if self._pushed.get(target_id) is False:
-            return "down"
+            return "starting" if target_id in self._starting else "down"
         check = self._checks.get(target_id)
         if check is not None:
             try:
@@ -138,6 +139,10 @@ class LiveView:
             self._pushed[target_id] = healthy
 
     # -- scale from zero -----------------------------------------------------------------------------
+    def set_starting(self, target_id: str, starting: bool) -> None:
+        """A target pushed down that has never been up since this view exists reads "starting"."""
+        (self._starting.add if starting else self._starting.discard)(target_id)
+
     def set_scale_state(self, target_id: str, state: ScaleState | None) -> None:
         """Push "cold" / "warming" from the replica poll (None: replicas are running)."""
         if state is None:
