@@ -170,7 +170,13 @@ def make_app(service_getter: Callable[[], Service], *, title: str = "llm-router"
 
     @_guard
     async def healthz(request: Request) -> Response:
-        return JSONResponse(service_getter().health())
+        service = service_getter()
+        health = service.health()
+        states = set((health.get("targets") or {}).values())
+        if health.get("status") != "ok" and "starting" in states:  # models still loading: say so, and when to retry
+            health["status"] = "starting"
+            return JSONResponse(health, headers={"retry-after": str(service.limits.starting_retry_after_s)})
+        return JSONResponse(health)
 
     app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"],
                       openapi_extra=openapi.operation(ChatRequest, "Chat completion, routed ('auto') or pinned"))

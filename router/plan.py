@@ -110,7 +110,7 @@ class Planner:
             if not self._fits(target, req, route):
                 self._refuse(req, route, [target])
             if not self.view.healthy(tid):
-                raise NoHealthyTarget(f"target '{tid}' is unavailable", headers=reason_header("unavailable"))
+                raise self._unavailable([tid], f"target '{tid}' is unavailable", "unavailable")
             return Plan(endpoint, req, route, principal, [tid], "pinned", upstream, span, auto=False,
                         timeout_s=self.limits.request_timeout_s)
         route = self._restrict(req, route)
@@ -122,9 +122,8 @@ class Planner:
                 attempts.append(tid)
         attempts = [t for t in attempts if self.view.healthy(t)][: 1 + self.limits.max_alternates]
         if not attempts:
-            raise NoHealthyTarget(
-                "no healthy target fits this request", headers=reason_header("unavailable")
-            )
+            raise self._unavailable(allowed or [t.id for t in self.targets], "no healthy target fits this request",
+                                    "unavailable")
         return Plan(endpoint, req, route, principal, attempts, decision.reason, upstream, span, auto=True,
                     timeout_s=self.limits.request_timeout_s)
 
@@ -190,10 +189,20 @@ class Planner:
         c = route.constraints.model_copy(update={"allowed_targets": tuple(t.id for t in fit)})
         return route.model_copy(update={"constraints": c})
 
+    def _unavailable(self, ids: Sequence[str], message: str, reason: str) -> NoHealthyTarget:
+        """503; while a model it could use is still loading, say so, with a Retry-After."""
+        if any(self.view.state(t) == "starting" for t in ids):
+            after = str(self.limits.starting_retry_after_s)
+            return NoHealthyTarget(
+                f"the router is starting: models are still loading (see /v1/models); retry in {after} s",
+                code="router_starting", headers={**reason_header("starting"), "retry-after": after},
+            )
+        return NoHealthyTarget(message, headers=reason_header(reason))
+
     def _decide(self, route: RouteRequest, span: Span) -> Decision:
         allowed = route.constraints.allowed_targets
         if not any(self.view.healthy(t.id) for t in self.targets if allowed is None or t.id in allowed):
-            raise NoHealthyTarget("no healthy target", headers=reason_header("no-healthy-target"))
+            raise self._unavailable(allowed or [t.id for t in self.targets], "no healthy target", "no-healthy-target")
         dspan = self.telemetry.decide(span)
         try:
             t0 = time.perf_counter()

@@ -174,3 +174,24 @@ def test_supports_tools_is_config_driven() -> None:
     prov = ProviderConfig(id="p", base_url="http://x", model="m", api_key_env="K")
     assert prov.target().supports_tools
     assert not prov.model_copy(update={"supports_tools": False}).target().supports_tools
+
+
+async def test_starting_models_answer_503_with_retry_after() -> None:
+    rig = Rig()
+    for t in ("small", "big", "api"):  # what the replica poll pushes before any engine ran
+        rig.view.set_starting(t, True)
+        rig.view.set_health(t, False)
+    async with rig.http() as http:
+        r = await http.post("/v1/chat/completions", json=chat_body())
+        assert r.status_code == 503 and r.json()["error"]["code"] == "router_starting"
+        assert r.headers["retry-after"] == "10" and "starting" in r.json()["error"]["message"]
+        r = await http.post("/v1/chat/completions", json=chat_body(model="big"))
+        assert r.status_code == 503 and r.headers["retry-after"] == "10"
+        h = await http.get("/healthz")
+        assert h.json()["status"] == "starting" and h.headers["retry-after"] == "10"
+        assert {m["state"] for m in (await http.get("/v1/models")).json()["data"][1:]} == {"starting"}
+        for t in ("small", "big", "api"):  # up, then down again: "down", no Retry-After
+            rig.view.set_starting(t, False)
+        r = await http.post("/v1/chat/completions", json=chat_body())
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no_healthy_target"
+        assert "retry-after" not in r.headers
