@@ -120,6 +120,7 @@ class RouterIngress:
         self._wakes: set[asyncio.Task[None]] = set()
         self.service.view.set_waker(self._wake)
         self._tasks: list[asyncio.Task[None]] = []
+        self._seen_up: set[str] = set()  # models that had a running replica: down is then "down", not "starting"
 
     async def __serve_build_asgi_app__(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -188,6 +189,10 @@ class RouterIngress:
         for tid in self._models:
             running, target = states.get(tid, (0, None))
             if running:
+                if tid not in self._seen_up:
+                    self._seen_up.add(tid)
+                    view.set_starting(tid, False)
+                    log.info("router: model '%s' is up (%d replica%s)", tid, running, "s"[: running > 1])
                 view.set_health(tid, None)
                 view.set_scale_state(tid, None)
                 if set_replicas is not None:  # autoscaling, or replicas lost with a node
@@ -198,6 +203,7 @@ class RouterIngress:
                 view.set_scale_state(tid, "cold" if target == 0 or target is None else "warming")
             else:
                 view.set_scale_state(tid, None)
+                view.set_starting(tid, tid not in self._seen_up)
                 view.set_health(tid, False)
 
     def _wake(self, tid: str) -> None:
