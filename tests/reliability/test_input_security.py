@@ -127,9 +127,10 @@ HAND_CASES: list[tuple[str, Any, int, str | None]] = [
     ("unknown target", chat(CANARY, model="gpt-99"), 404, "model_not_found"),
     ("prompt over every context window", chat(CANARY + " word" * 20000), 400, "context_length_exceeded"),
     ("prompt over the pinned window", chat("word " * 700, model="small-a"), 400, "context_length_exceeded"),
-    # planned output is capped by the estimator; the (fake) engine caps the answer: no 5xx either way
-    ("huge max_tokens", chat(CANARY, max_tokens=10**12, routing={"allow_fallback": False}), 200, None),
-    ("max_tokens beyond int64", chat(CANARY, max_tokens=10**30, routing={"allow_fallback": False}), 200,
+    # max_tokens is checked against the context windows at the edge (issue 12): a 400 naming it
+    ("huge max_tokens", chat(CANARY, max_tokens=10**12, routing={"allow_fallback": False}), 400,
+     "context_length_exceeded"),
+    ("max_tokens beyond int64", chat(CANARY, max_tokens=10**30, routing={"allow_fallback": False}), 400,
      None),
     ("completions without prompt", None, 400, None),
 ]
