@@ -145,9 +145,12 @@ class HashEmbedder:
         from policies.tuning.embed import HashEncoder
 
         self.enc = HashEncoder()
+        self.cache = {}  # like serving's LRU: the hash projection is rebuilt per encode call
 
     def embed_one(self, prompt):
-        return self.enc.encode([prompt])[0]
+        if prompt not in self.cache:
+            self.cache[prompt] = self.enc.encode([prompt])[0]
+        return self.cache[prompt]
 
     def embed(self, prompts, batch_size=64):
         return self.enc.encode(list(prompts))
@@ -188,10 +191,11 @@ def test_tune_train_artifact_served_decides_like_the_offline_replay(tmp_path, ca
     t = datasets.load_file(test)
     curve = row["curve"]
     checked = 0
+    embedder = HashEmbedder()
     for i, v in enumerate(curve["knob"]):
         if i % 5:
             continue
-        chosen = serve({"policy": {**cfg, "min_quality": v}, "quality": info["quality"]}, t, HashEmbedder())
+        chosen = serve({"policy": {**cfg, "min_quality": v}, "quality": info["quality"]}, t, embedder)
         q, c, _ = _measured(t, chosen)
         assert q == pytest.approx(curve["quality"][i], abs=1e-12)
         assert c == pytest.approx(1000 * curve["cost_usd"][i], rel=1e-12)
@@ -209,7 +213,7 @@ def test_tune_train_artifact_served_decides_like_the_offline_replay(tmp_path, ca
     for v in (0.3, 0.5, 0.7):
         offline = replay.decide_all({**cfg, "min_quality": v}, None, fitted.requests, fitted.targets,
                                     fitted.quality)
-        served = serve({"policy": {**cfg, "min_quality": v}, "quality": info["quality"]}, t, HashEmbedder())
+        served = serve({"policy": {**cfg, "min_quality": v}, "quality": info["quality"]}, t, embedder)
         assert offline == served
 
 
