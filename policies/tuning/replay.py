@@ -101,6 +101,15 @@ class MemoQuality:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self._memo: dict[tuple[str, tuple[str, ...]], dict[str, float]] = {}
+        if callable(getattr(inner, "support", None)):  # only if the predictor has it (policies probe)
+            memo: dict[str, float] = {}
+
+            def support(prompt: str) -> float:
+                if prompt not in memo:
+                    memo[prompt] = inner.support(prompt)
+                return memo[prompt]
+
+            self.support = support
 
     def predict(self, prompt: str, targets: Sequence[Any]) -> dict[str, float]:
         key = (prompt, tuple(t.id for t in targets))
