@@ -153,14 +153,19 @@ def degeneracy(prompts: Sequence[str], emb: np.ndarray, sample: int = 2000, seed
     return {"collapsed_share": round(collapsed, 4), "mean_cos": round(mean_cos, 4), "n_checked": float(n)}
 
 
+from policies.predictors.featurizers import PREAMBLE_MIN_CHARS, PREAMBLE_MIN_SHARE  # noqa: E402
+
+
 def warn_if_degenerate(prompts: Sequence[str], emb: np.ndarray, encoder: str) -> dict[str, float]:
     d = degeneracy(prompts, emb)
     if d["collapsed_share"] > COLLAPSE_SHARE:
         print(f"warning: degenerate features from encoder {encoder!r}: {d['collapsed_share']:.0%} of "
               f"{int(d['n_checked'])} distinct prompts share a near-identical vector (cosine >= "
-              f"{COLLAPSE_COS}) with another prompt; mean pairwise cosine {d['mean_cos']:.3f}. A shared "
-              "preamble longer than the encoder's window hides what differs: use `--encoder static` "
-              "(reads the end of each prompt) or strip the shared part.", file=sys.stderr)
+              f"{COLLAPSE_COS}) with another prompt; mean pairwise cosine {d['mean_cos']:.3f}. What differs "
+              "between the prompts does not reach the features (shared text longer than the encoder's "
+              f"window?). Prefixes shared by >= {PREAMBLE_MIN_SHARE:.0%} of the prompts and >= "
+              f"{PREAMBLE_MIN_CHARS} characters are stripped already; remove other shared parts, or try "
+              "`--encoder static` (reads the end of each prompt).", file=sys.stderr)
     return d
 
 
@@ -178,8 +183,35 @@ def prompts_key(prompts: Sequence[str]) -> str:
     return h.hexdigest()[:24]
 
 
-def embed(prompts: Sequence[str], encoder: str | Encoder = "minilm", use_cache: bool = True) -> np.ndarray:
-    """Embeddings of the prompts, from the cache when this exact prompt list was embedded before."""
+def table_preambles(prompts: Sequence[str], datasets: Sequence[str] | None = None) -> list[str]:
+    """The shared preambles `embed` strips, per dataset as `embeddings_for` embeds (for the artifact's
+    featurizer.json, so serving strips the same)."""
+    from policies.predictors.featurizers import find_preambles
+
+    if datasets is None:
+        return find_preambles(list(prompts))
+    out: list[str] = []
+    for name in dict.fromkeys(datasets):
+        out += [p for p in find_preambles([q for q, d in zip(prompts, datasets, strict=True) if d == name])
+                if p not in out]
+    return out
+
+
+def embed(prompts: Sequence[str], encoder: str | Encoder = "minilm", use_cache: bool = True,
+          strip_shared: bool = True) -> np.ndarray:
+    """Embeddings of the prompts, from the cache when this exact prompt list was embedded before.
+
+    `strip_shared`: a long prefix shared by many of these prompts (a few-shot preamble,
+    `policies.predictors.featurizers.find_preambles`) is removed before embedding, with a note on stderr.
+    """
+    if strip_shared:
+        from policies.predictors.featurizers import find_preambles, strip_preamble
+
+        pre = find_preambles(list(prompts))
+        if pre:
+            print(f"note: {len(pre)} shared preamble(s) of {', '.join(str(len(p)) for p in pre)} characters "
+                  "stripped before embedding (what differs between prompts is what follows)", file=sys.stderr)
+            prompts = [strip_preamble(p, pre) for p in prompts]
     enc = get_encoder(encoder) if isinstance(encoder, str) else encoder
     path = cache_dir() / "embeddings" / f"{enc.name}-{prompts_key(prompts)}.npy"
     if use_cache and path.exists():

@@ -61,7 +61,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from policies.predictors.featurizers import ENCODERS, record
 
     if args.kind != "prior" and args.encoder in ENCODERS:
-        record(path, args.encoder)  # helper E: serving builds the featurizer this names (featurizers.py)
+        from policies.tuning.embed import table_preambles
+
+        # serving builds the featurizer this names and strips the same shared preambles (featurizers.py)
+        record(path, args.encoder, preambles=table_preambles(list(table.prompts), list(table.dataset)))
     quality = ({"kind": "prior", "table": pred.table} if args.kind == "prior"
                else {"kind": args.kind, "artifact": str(path)})
     info = {"artifact": str(path), "kind": args.kind, "rows": len(table), "targets": table.targets,

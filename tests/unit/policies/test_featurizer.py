@@ -170,3 +170,33 @@ def test_degenerate_features_warn(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == ""
     # repeated prompts are not a collapse: only distinct prompts are compared
     assert degeneracy(["a", "a", "b"], np.array([[1, 0], [1, 0], [0, 1]], np.float32))["collapsed_share"] == 0
+
+
+def test_shared_preambles_are_found_stripped_recorded_and_stripped_again_by_serving(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from policies.predictors.featurizers import PreambleStripping, find_preambles, strip_preamble
+    from policies.tuning.embed import StaticEncoder, degeneracy, embed
+
+    shots = "Answer like the examples.\n" + "".join(f"Q: what is {i} plus {i}? A: {2 * i}.\n" for i in range(30))
+    questions = [f"Q: {w} is the capital of which country? A:" for w in ("Paris", "Lima", "Oslo", "Rome")]
+    prompts = [shots + q for q in questions] + ["a prompt without the preamble"]
+    pre = find_preambles(prompts)
+    assert pre == [shots]  # cut at a line break, shared by 4 of 5
+    assert strip_preamble(prompts[1], pre) == questions[1]
+    assert strip_preamble("short", pre) == "short"
+    assert find_preambles(["Write a function that adds", "Write a function that sorts"]) == []  # too short
+
+    feat = StaticEmbedder(tiny_static(tmp_path / "feat", max_tokens=512))
+    whole = feat.embed(prompts)
+    assert degeneracy(prompts[:4], whole[:4])["collapsed_share"] == 1.0  # the block drowns the question
+    stripped = embed(prompts, StaticEncoder(feat.path), use_cache=False)
+    assert "1 shared preamble" in capsys.readouterr().err
+    assert degeneracy(prompts[:4], stripped[:4])["collapsed_share"] == 0.0
+
+    pred = KNNPredictor(k=2).fit(stripped, {"a": np.array([1.0, 0.0, 1.0, 0.0, 1.0])})
+    art = pred.save(tmp_path / "art")
+    record(art, "static", feat, preambles=pre)
+    served = embedder_for(art)
+    assert isinstance(served, PreambleStripping) and served.dim == 16
+    assert np.allclose(served.embed_one(prompts[2]), stripped[2], atol=1e-6)  # serving = offline
+
