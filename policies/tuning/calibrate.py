@@ -192,7 +192,7 @@ def calibrate(table: RouteTable, emb: np.ndarray | None, *, policy: str = "quali
         value = pts.values[i]
         policy_cfg, _ = replay.with_knob(base, knob, value)
         if save_artifact:
-            qcfg = _save_artifact(table, emb, spec, protocol, splits, save_artifact)
+            qcfg = _save_artifact(table, emb, spec, protocol, splits, save_artifact, encoder)
         elif kind == "prior":
             qcfg = fitted[0].quality_cfg if len(fitted) == 1 else _save_artifact(
                 table, emb, spec, protocol, splits, None)
@@ -253,7 +253,8 @@ def _verify(text: str, fitted: Sequence[replay.Fitted], table: RouteTable, costs
 
 
 def _save_artifact(table: RouteTable, emb: np.ndarray | None, spec: replay.RouterSpec, protocol: Any,
-                   splits: Sequence[tuple[np.ndarray, np.ndarray]], path: str | None) -> dict[str, Any]:
+                   splits: Sequence[tuple[np.ndarray, np.ndarray]], path: str | None,
+                   encoder: Any = None) -> dict[str, Any]:
     """The predictor the snippet names: the train side of a split (exactly the replayed one), or all
     rows of a CV table (the replay then measured its out-of-fold siblings)."""
     from policies.tuning.train import fit
@@ -265,7 +266,15 @@ def _save_artifact(table: RouteTable, emb: np.ndarray | None, spec: replay.Route
     if spec.kind == "prior":
         return {"kind": "prior", "table": dict(pred.table)}
     assert path is not None
-    return replay.quality_config(spec.kind, pred, Path(path))
+    qcfg = replay.quality_config(spec.kind, pred, Path(path))
+    from policies.predictors.featurizers import ENCODERS, record
+
+    if isinstance(encoder, str) and encoder in ENCODERS:
+        from policies.tuning.embed import table_preambles
+
+        # as `tune train` does: serving builds this featurizer and strips the same shared preambles
+        record(path, encoder, preambles=table_preambles(list(sub.prompts), list(sub.dataset)))
+    return qcfg
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
