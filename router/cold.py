@@ -55,6 +55,8 @@ class ColdAware:
         self._capable = tuple(cold_capable)
 
     def __getattr__(self, name: str) -> Any:  # name, accept (cascade), config, ...
+        if name.startswith("__") or name == "_inner":  # copy/pickle probe before __init__ ran
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
     def decide(self, request: RouteRequest, view: Any) -> Decision:

@@ -249,4 +249,6 @@ class _ColdLatency:
         return (ttft + wait, e2e + wait) if wait else (ttft, e2e)
 
     def __getattr__(self, name: str) -> Any:  # load, set_replicas, observe, ... of the estimator
+        if name.startswith("__") or name == "_inner":  # copy/pickle probe before __init__ ran
+            raise AttributeError(name)
         return getattr(self._inner, name)
