@@ -3,8 +3,8 @@
 - `PolicyConfig`: discriminated union on `name` over every registered policy's config model. Each config
   class carries ClassVars `sweep_knob` (field the tuning lab sweeps, or None) and `sweep_grid` (values);
   `policies.registry.sweep_of(cfg)` reads both.
-- `QualityConfig`: discriminated union on `kind`: prior | knn | logistic | mf | irt (trained ones name an
-  `artifact` directory written by the predictor's `save`).
+- `QualityConfig`: discriminated union on `kind`: prior | knn | logistic | mf | irt | ensemble (trained
+  ones name an `artifact` directory written by the predictor's `save`).
 - `LatencyConfig`: quantile and decay of the live latency estimator.
 
 `build_policy(cfg)` and `build_quality(cfg, targets)` are the only places that construct these objects;
@@ -102,8 +102,19 @@ class IRTQualityConfig(_TrainedQualityConfig):
     kind: Literal["irt"] = Field("irt", description="Predictor kind (discriminator).")
 
 
+class EnsembleQualityConfig(_TrainedQualityConfig):
+    """Weighted mean of several embedding predictors (e.g. knn + logistic) over one embedding."""
+
+    kind: Literal["ensemble"] = Field("ensemble", description="Predictor kind (discriminator).")
+
+
 QualityConfig = Annotated[
-    PriorQualityConfig | KNNQualityConfig | LogisticQualityConfig | MFQualityConfig | IRTQualityConfig,
+    PriorQualityConfig
+    | KNNQualityConfig
+    | LogisticQualityConfig
+    | MFQualityConfig
+    | IRTQualityConfig
+    | EnsembleQualityConfig,
     Field(discriminator="kind"),
 ]
 
@@ -167,6 +178,7 @@ __all__ = [
     "AlwaysStrongestConfig",
     "CascadeConfig",
     "CheapestFitConfig",
+    "EnsembleQualityConfig",
     "IRTQualityConfig",
     "KNNQualityConfig",
     "LatencyConfig",

@@ -1,7 +1,7 @@
 """Quality predictors: P(answer acceptable) per target for a prompt.
 
 Every predictor implements `policies.base.QualityPredictor.predict(prompt, targets) -> {id: p}` for the
-router. The trainable ones (knn, logistic, mf, irt) score sentence embeddings of the prompt (packaged
+router. The trainable ones (knn, logistic, mf, irt, ensemble) score sentence embeddings of the prompt (packaged
 all-MiniLM-L6-v2, see `embed.py`) and share one API:
 
     pred = LogisticPredictor().fit(E_or_prompts, {"small": y_small, "big": y_big})  # y in [0,1], NaN=unknown
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.predictors._common import EmbeddingPredictor, read_meta
+from policies.predictors.ensemble import EnsemblePredictor
 from policies.predictors.irt import IRTPredictor
 from policies.predictors.knn import KNNPredictor
 from policies.predictors.logistic import LogisticPredictor
@@ -40,6 +41,7 @@ KINDS: dict[str, Any] = {
     "logistic": LogisticPredictor,
     "mf": MFPredictor,
     "irt": IRTPredictor,
+    "ensemble": EnsemblePredictor,
 }
 
 
@@ -53,6 +55,7 @@ def load_predictor(path: str | Path, embedder: Any = None) -> Any:
 
 __all__ = [
     "EmbeddingPredictor",
+    "EnsemblePredictor",
     "IRTPredictor",
     "KINDS",
     "KNNPredictor",

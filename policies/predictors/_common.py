@@ -113,12 +113,12 @@ class EmbeddingPredictor:
         self.prior_ = np.nan_to_num(np.nanmean(np.where(np.isnan(Y), np.nan, Y), axis=0), nan=0.5) \
             if len(Y) else np.full(Y.shape[1], 0.5)
         self._cal = None
+        self._fit(E, Y)  # first: it may tune hyperparameters (knn's k) that the fold copies then use
         if self.calibration is not None:
             self._cal = Calibrators.fit(self.calibration, self.out_of_fold(E, Y), Y)
         if self.shrink:
             self._anchors, sim = support_anchors(E, self.max_anchors)
             self._lo, self._hi = support_thresholds(sim, self.support_quantile, self.support_width)
-        self._fit(E, Y)
         return self
 
     def out_of_fold(self, E: np.ndarray, Y: np.ndarray, seed: int = 0) -> np.ndarray:

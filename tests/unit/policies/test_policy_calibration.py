@@ -134,3 +134,30 @@ def test_calibrated_shrunk_artifacts_round_trip_with_identical_predictions(make,
     out = again.predict("520", targets)
     assert out["weak"] == pytest.approx(pred.predict_embeddings(E[520:521])["weak"][0])
     assert again.support("520") == pytest.approx(float(pred.support_embeddings(E[520:521])[0]))
+
+
+def test_knn_tunes_k_on_out_of_fold_brier_score():
+    E, labels, true = _synthetic(n=1200)
+    pred = KNNPredictor(tune_k=(1, 5, 25, 100)).fit(E, labels)
+    # 1 neighbour is noise, and the Brier score says so; the chosen k is the grid's best.
+    assert set(pred.k_scores) == {1, 5, 25, 100}
+    assert pred.k == min(pred.k_scores, key=pred.k_scores.get) and pred.k != 1
+    assert pred.k_scores[1] > pred.k_scores[pred.k]
+
+
+def test_ensemble_is_the_mean_of_its_members_and_round_trips(tmp_path):
+    from policies.predictors import EnsemblePredictor
+
+    E, labels, _ = _synthetic(n=600)
+    members = [{"kind": "knn", "k": 20}, {"kind": "logistic", "steps": 100}]
+    ens = EnsemblePredictor(members=members).fit(E[:500], {t: y[:500] for t, y in labels.items()})
+    knn = KNNPredictor(k=20).fit(E[:500], {t: y[:500] for t, y in labels.items()})
+    log = LogisticPredictor(steps=100).fit(E[:500], {t: y[:500] for t, y in labels.items()})
+    for t, p in ens.predict_embeddings(E[500:]).items():
+        mean = (knn.predict_embeddings(E[500:])[t] + log.predict_embeddings(E[500:])[t]) / 2
+        np.testing.assert_allclose(p, mean, rtol=1e-6)
+    again = load_predictor(ens.save(tmp_path / "e"))
+    for t, p in ens.predict_embeddings(E[500:]).items():
+        np.testing.assert_array_equal(again.predict_embeddings(E[500:])[t], p)
+    with pytest.raises(ValueError, match="member kind"):
+        EnsemblePredictor(members=[{"kind": "prior"}])
