@@ -17,13 +17,14 @@ from typing import Any
 from ray import serve
 
 from deployments.handle_client import HandleClient, call_with_timeout
-from policies.config import build_latency, build_policy, build_quality
+from policies.config import build_latency, build_policy
 from policies.types import Target
 from router.api import make_app
 from router.auth import KeyStore
 from router.budget import budget_for
 from router.cold import ColdAware
 from router.config import AppConfig
+from router.learned import PreparingService, load_quality
 from router.metrics import BufferedMetrics, default_metrics
 from router.service import RouterService
 from router.telemetry import Telemetry
@@ -37,12 +38,12 @@ def build_service(cfg: AppConfig, clients: Mapping[str, Any]) -> RouterService:
     targets = cfg.targets()
     cold = {m.id: m.cold_start_s for m in cfg.models if m.scales_from_zero}
     view = LiveView(targets, build_latency(cfg.latency, per_ingress(targets, cfg.ingress.num_replicas)),
-                    build_quality(cfg.quality, targets), cold_start_s=cold)
+                    load_quality(cfg.quality, targets), cold_start_s=cold)
     policy = build_policy(cfg.policy)
     auth = KeyStore.from_config(cfg.auth)
     if auth.open:
         log.warning("router: no API keys configured: the endpoint is open to anyone who can reach it")
-    return RouterService(
+    return PreparingService(  # learned predictors: featurized off the event loop (router/learned.py)
         targets,
         clients,
         ColdAware(policy, list(cold)) if cold else policy,
