@@ -69,10 +69,11 @@ def load_protocol_table(args: argparse.Namespace):
     """(table, protocol) from --data with --cv/--holdout, or from --train with --test."""
     from policies.tuning import datasets, evaluate
 
-    train, test = getattr(args, "train", None), getattr(args, "test", None)
+    train: str | None = getattr(args, "train", None)
+    test: str | None = getattr(args, "test", None)
     if bool(train) != bool(test):
         raise SystemExit("error: --train and --test go together")
-    if train:
+    if train and test:
         if args.data or getattr(args, "holdout", None):
             raise SystemExit("error: give --data (with --cv or --holdout) or --train/--test, not both")
         fill = getattr(args, "fill_missing_cost", False)

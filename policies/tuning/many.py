@@ -57,7 +57,7 @@ def oracle_row(q: np.ndarray, c: np.ndarray, tq: np.ndarray, tc: np.ndarray,
     out = replay.outcomes(ch, np.arange(len(q)), q, c, targets)
     return _point_rows("oracle", out["cost"], out["quality"], tq, tc, {
         "knob": "cost_weight",
-        "curve": _curve(ws, out, targets)})
+        "curve": _curve(ws.tolist(), out, targets)})
 
 
 def random_row(q: np.ndarray, c: np.ndarray, tq: np.ndarray, tc: np.ndarray, targets: Sequence[str],

@@ -135,7 +135,10 @@ def from_wide(rows: Sequence[dict], targets: Sequence[str] | None = None, *, sou
         dataset=np.array(dataset, dtype=object),
         group=np.array([str(r.get("group") or "") for r in rows], dtype=object),
         tokens_in=tin,
-        **extra,
+        tokens_out=extra["tokens_out"],
+        ttft_ms=extra["ttft_ms"],
+        e2e_ms=extra["e2e_ms"],
+        cost_usd=extra["cost_usd"],
     )
     if missing_cost:
         _fill_cost(table, missing_cost, source)
