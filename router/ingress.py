@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -159,9 +160,12 @@ class RouterIngress:
         replica's request event loop (a leak shows as growth between idle moments), model states and the
         cold-start estimates of models that scale from zero."""
         view = self.service.view
-        return {"asyncio_tasks": len(asyncio.all_tasks()),
+        return {"asyncio_tasks": len(asyncio.all_tasks()), "pid": os.getpid(),
                 "states": {tid: view.state(tid) for tid in self._models},
-                "cold_start": {tid: view.cold_start(tid) for tid in self._scale_from_zero}}
+                "cold_start": {tid: view.cold_start(tid) for tid in self._scale_from_zero},
+                "in_flight": {t.id: getattr(view.latency, "in_flight", lambda _: None)(t.id)
+                              for t in self.service.targets},
+                "open_requests": self.service.open_requests}
 
     async def _flush_metrics(self, metrics: BufferedMetrics) -> None:
         # Recording a Ray metric costs more than a routing decision; the request path only appends to

@@ -74,7 +74,7 @@ def connect(url: str) -> tuple[Any, str]:
             p = Path(path).expanduser()
             p.parent.mkdir(parents=True, exist_ok=True)
             path = str(p)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         if path != ":memory:":
             conn.execute("PRAGMA journal_mode=WAL")
         return conn, "?"
@@ -91,6 +91,8 @@ class LedgerServer:
     def __init__(self, url: str = "sqlite:///:memory:", *, lease_ttl_s: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         self._conn, m = connect(url)
+        # SQLite: take the write lock at BEGIN, so two writers on one file wait instead of deadlocking
+        self._begin = "BEGIN IMMEDIATE" if m == "?" else "BEGIN"
         self._q = {name: sql.replace("?", m) for name, sql in _SQL.items()}
         self._ttl, self._clock = lease_ttl_s, clock
         self._lock = threading.Lock()
@@ -100,7 +102,7 @@ class LedgerServer:
     def _run(self, fn: Callable[[Any], Any]) -> Any:
         with self._lock:
             cur = self._conn.cursor()
-            cur.execute("BEGIN")
+            cur.execute(self._begin)
             try:
                 out = fn(cur)
             except BaseException:

@@ -79,6 +79,7 @@ class RouterService:
             self.targets, policy, view, self.auth, self.limits, self.telemetry, self.metrics
         )
         self._created = int(time.time())
+        self.open_requests = 0  # request spans started and not ended (a leak shows as a count at idle)
 
     def set_budget(self, budget: Budget) -> None:
         """Use `budget` (the ingress replica's, over the shared ledger) from now on."""
@@ -90,6 +91,7 @@ class RouterService:
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """Non-streaming request: (OpenAI response dict, x-router-* headers)."""
         span = self.telemetry.server(endpoint, _model_of(body))
+        self.open_requests += 1
         try:
             plan = self.planner.plan(body, headers, endpoint, span)
             resp, tid, reason, cost = await self._run(plan)
@@ -100,6 +102,7 @@ class RouterService:
             raise
         finally:
             span.end()
+            self.open_requests -= 1
 
     async def chat_stream(
         self, body: dict[str, Any], headers: Mapping[str, str], endpoint: Endpoint = "chat"
@@ -112,6 +115,7 @@ class RouterService:
         its charge and the request's span even when not one chunk was read.
         """
         span = self.telemetry.server(endpoint, _model_of(body))
+        self.open_requests += 1
         try:
             plan = self.planner.plan(body, headers, endpoint, span)
             # Usage is always read upstream (accounting), but passed on only when asked (OpenAI streams).
@@ -149,6 +153,7 @@ class RouterService:
         except BaseException as e:
             self._fail(span, e, endpoint)
             span.end()
+            self.open_requests -= 1
             raise
 
     def models(self, headers: Mapping[str, str]) -> dict[str, Any]:
@@ -283,6 +288,7 @@ class RouterService:
         u = usage or {"prompt_tokens": plan.route.prompt_tokens, "completion_tokens": a.pieces}
         self._finish_span(plan.span, a.tid, reason, a.cost, u)
         plan.span.end()
+        self.open_requests -= 1
 
     # -- shared helpers -----------------------------------------------------------------------------
     def _next_ok(self, plan: Plan, tid: str, last: BaseException | None, escalating: bool = False) -> bool:

@@ -1,8 +1,11 @@
 """A fast fake model engine as a Serve deployment, with RouterLLMServer's dict-level interface.
 
 `complete(endpoint, body)` / `stream(endpoint, body)` answer with the first `max_tokens` words of a
-fixed answer after `ttft_s`, one word per `token_delay_s`; `stats()` reports calls, cancellations and
-the replica's pid and node so tests can check that a client disconnect cancelled the upstream stream.
+fixed answer after `ttft_s`, one word per `token_delay_s`; `stats()` reports calls, cancellations (a
+call the router stopped waiting for is cancelled by Serve inside this replica) and the replica's pid
+and node. Scripted faults (`configure(...)` changes them at run time): `fail_next` calls raise `fail`
+("rejected": a non-retryable UpstreamRejected, "error": a retryable BadGateway) before any output;
+streams send a vLLM-style `{"error": ...}` event after `error_event_after` chunks.
 Answer ids start with `fake-<node id prefix>-`: multi-node tests read from answers where they were served.
 """
 
@@ -30,9 +33,12 @@ def _prompt_words(endpoint: str, body: dict[str, Any]) -> int:
 
 @serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.05})
 class FakeEngine:
-    def __init__(self, tid: str, ttft_s: float = 0.02, token_delay_s: float = 0.005, words: int = 8) -> None:
+    def __init__(self, tid: str, ttft_s: float = 0.02, token_delay_s: float = 0.005, words: int = 8,
+                 fail_next: int = 0, fail: str = "error", error_event_after: int | None = None) -> None:
         self.tid, self.ttft_s, self.token_delay_s, self.words = tid, ttft_s, token_delay_s, words
-        self.counts = {"complete": 0, "stream": 0, "stream_done": 0, "cancelled": 0}
+        self.fail_next, self.fail, self.error_event_after = fail_next, fail, error_event_after
+        self.counts = {"complete": 0, "stream": 0, "stream_done": 0, "cancelled": 0, "complete_cancelled": 0,
+                       "failed": 0}
         # Answer ids carry the node that served them (multi-node tests read placement from answers).
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
@@ -47,10 +53,25 @@ class FakeEngine:
         cap = body.get("max_tokens") or body.get("max_completion_tokens") or self.words
         return max(1, min(int(cap), self.words, len(ANSWER.split())))
 
+    def _maybe_fail(self) -> None:
+        if self.fail_next > 0:
+            from deployments.contracts import BadGateway, UpstreamRejected
+
+            self.fail_next -= 1
+            self.counts["failed"] += 1
+            if self.fail == "rejected":
+                raise UpstreamRejected(f"fake {self.tid}: rejected with HTTP 400")
+            raise BadGateway(f"fake {self.tid}: engine error")
+
     async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         self.counts["complete"] += 1
+        self._maybe_fail()
         n = self._n(body)
-        await asyncio.sleep(self.ttft_s + n * self.token_delay_s)
+        try:
+            await asyncio.sleep(self.ttft_s + n * self.token_delay_s)
+        except asyncio.CancelledError:
+            self.counts["complete_cancelled"] += 1
+            raise
         text = " ".join(ANSWER.split()[:n])
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length"}
         if endpoint == "chat":
@@ -66,6 +87,7 @@ class FakeEngine:
 
     async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         self.counts["stream"] += 1
+        self._maybe_fail()
         n = self._n(body)
         base = {"id": f"fake-{self.node}-{uuid.uuid4().hex[:8]}", "created": int(time.time()), "model": self.tid,
                 "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion"}
@@ -74,6 +96,11 @@ class FakeEngine:
             for i, w in enumerate(ANSWER.split()[:n]):
                 if i:
                     await asyncio.sleep(self.token_delay_s)
+                if self.error_event_after is not None and i >= self.error_event_after:
+                    yield {"error": {"object": "error", "message": "fake engine failed", "type": "InternalServerError",
+                                     "code": 500}}  # what vLLM sends when generation fails mid-stream
+                    self.counts["failed"] += 1
+                    return
                 piece = w if i == 0 else " " + w
                 if endpoint == "chat":
                     ch = {"index": 0, "delta": {"content": piece}, "finish_reason": None}

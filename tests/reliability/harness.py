@@ -27,6 +27,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDER_KEY = "sk-prov-SECRET-9f2c41d7e0"  # must never show up in logs or responses
 PROVIDER_KEY_ENV = "RELIABILITY_PROVIDER_KEY"
+LEDGER_DIR = Path(tempfile.gettempdir()) / f"rr-ledger-{os.getpid()}"  # one per test session
 USER_KEYS = {"alice": "rk-alice-3b8f0e", "bob": "rk-bob-77c1aa", "carol": "rk-carol-0d9e55"}
 
 
@@ -78,38 +79,29 @@ def provider(tid: str, base_url: str, **over: Any) -> dict[str, Any]:
 def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None, *,
               engine_options: dict[str, Any] | None = None, ingress_resources: dict[str, float] | None = None
               ) -> Any:
-    """The router app of `router.app.build`, with FakeEngine deployments in place of vLLM for models whose
-    source is "fake" (others get their real vLLM engine, prepared beforehand by `routerctl prepare-models`).
+    """The router app exactly as `router.app.build` binds it (through `build_router`, its test seams),
+    with FakeEngine deployments in place of vLLM for models whose source is "fake" (others get their
+    real vLLM engine, prepared beforehand by `routerctl prepare-models`). Unless the config names one,
+    the budget ledger is a SQLite file in this test session's temp dir, so no run sees another's spend.
 
-    `engine_options` are extra Serve deployment options of every engine (e.g. `max_replicas_per_node`,
+    `engine_options` are extra Serve deployment options of every fake engine (e.g. `max_replicas_per_node`,
     `ray_actor_options` with custom resources); `ingress_resources` pins the ingress to nodes that have them.
     """
-    from deployments.provider import ProviderDeployment
-    from router.config import AppConfig
-    from router.ingress import RouterIngress
+    from router.app import build_router
     from tests.reliability.fake_engine import FakeEngine
 
-    app = AppConfig.model_validate(cfg)
-    handles: dict[str, Any] = {}
-    for m in app.models:
-        if m.source != "fake":  # a real vLLM CPU engine, exactly as router.app.build binds it
-            from deployments.prepare import model_path
-            from deployments.vllm import build_model_deployment, omp_bind
-
-            handles[m.id] = build_model_deployment(m, model_path(m.id, m.source, None), omp_bind([m])[m.id])
-            continue
-        handles[m.id] = FakeEngine.options(
+    def fake(m: Any) -> Any:
+        if m.source != "fake":
+            return None
+        return FakeEngine.options(
             name=f"model-{m.id}", num_replicas=m.num_replicas or 1, **(engine_options or {})
         ).bind(m.id, **(engines or {}).get(m.id, {}))
-    for p in app.providers:
-        handles[p.id] = ProviderDeployment.options(
-            name=f"provider-{p.id}", ray_actor_options={"num_cpus": 0.05}
-        ).bind(p.model_dump(mode="json"))
-    return RouterIngress.options(
-        num_replicas=app.ingress.num_replicas,
-        max_ongoing_requests=app.ingress.max_ongoing_requests,
-        ray_actor_options={"num_cpus": app.ingress.num_cpus, "resources": ingress_resources or {}},
-    ).bind(app.model_dump(mode="json"), handles)
+
+    cfg = json.loads(json.dumps(cfg))
+    ledger = cfg.setdefault("auth", {}).setdefault("ledger", {})
+    ledger.setdefault("url", f"sqlite:///{LEDGER_DIR}/ledger.sqlite")
+    return build_router(cfg, bind_engine=fake,
+                        ingress_actor_options={"resources": ingress_resources} if ingress_resources else None)
 
 
 def deploy(name: str, cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None, **options: Any) -> str:

@@ -55,7 +55,7 @@ def app_config(provider_url: str) -> dict[str, Any]:
         "auth": {"keys": [
             {"name": "alice", "key_sha256": _sha(USER_KEYS["alice"])},
             {"name": "bob", "key_sha256": _sha(USER_KEYS["bob"]), "allowed_targets": ["small-a"],
-             "budget_usd": 1e-9},
+             "budget_usd": 1e-6},
             {"name": "carol", "key_sha256": _sha(USER_KEYS["carol"])},
         ]},
         "limits": {"max_body_bytes": 200_000, "request_timeout_s": 10},
@@ -224,18 +224,23 @@ def test_allowed_targets_budget_and_usage_isolation(live):
     _check_error(httpx.post(url, json=chat("x", model="small-b"), headers=bob, timeout=30), 403)
     _check_error(httpx.post(url, json=chat("x", model="prov"), headers=bob, timeout=30), 403)
     # auto routes only among bob's targets, even when asked for more quality than they have
-    r = httpx.post(url, json=chat("x", routing={"allowed_targets": ["small-b", "small-a"]}), headers=bob,
-                   timeout=30)
+    r = httpx.post(url, json=chat("x", max_tokens=8, routing={"allowed_targets": ["small-b", "small-a"]}),
+                   headers=bob, timeout=30)
     assert r.status_code == 200 and r.headers["x-router-target"] == "small-a", r.text
-    # bob's budget (1e-9 USD) is gone after one answer: 429, while other keys are unaffected
+    # bob's budget (1e-6 USD) took one short answer; the next request's expected cost (256 planned output
+    # tokens) no longer fits: 429 before any upstream call, while other keys are unaffected
     r = httpx.post(url, json=chat("x"), headers=bob, timeout=30)
     _check_error(r, 429, "budget_exhausted")
     assert "alice" not in r.text and "carol" not in r.text
     r = httpx.post(url, json=chat("x"), headers=auth("carol"), timeout=30)
     assert r.status_code == 200
     assert "bob" not in r.text and "bob" not in json.dumps(dict(r.headers))
-    # There is no usage endpoint; nothing that exists shows one key's spend or name to another.
-    for path in ("/v1/usage", "/usage", "/v1/keys", "/v1/dashboard/billing/usage", "/v1/organization/usage",
+    # /v1/usage shows the caller's own spend only; nothing else shows one key's spend or name to another.
+    own = httpx.get(base + "/v1/usage", headers=auth("carol"), timeout=10)
+    assert own.status_code == 200 and own.json()["key"] == "carol" and own.json()["spent_usd"] > 0
+    assert "bob" not in own.text and "alice" not in own.text
+    _check_error(httpx.get(base + "/v1/usage", timeout=10), 401)
+    for path in ("/usage", "/v1/keys", "/v1/dashboard/billing/usage", "/v1/organization/usage",
                  "/metrics", "/v1/models/bob", "/debug", "/admin"):
         _check_error(httpx.get(base + path, headers=auth("carol"), timeout=10), {404, 405})
     for path in ("/healthz", "/v1/models"):

@@ -52,7 +52,7 @@ async def test_stream_closed_before_first_chunk_is_read_leaves_nothing_open() ->
     assert rig.service.budget.pending("anonymous") == pytest.approx(rig.metrics.cost_usd["small"])
     server = [s for s in rig.spans() if s.name == "POST /v1/chat/completions"]
     assert len(server) == 1 and server[0].attributes["router.cancelled"] is True
-    assert _open_spans(rig) == 0
+    assert _open_spans(rig) == 0 and rig.service.open_requests == 0
     await chunks.aclose()  # idempotent
     assert rig.metrics.requests[("small", "chat", "cancelled")] == 1
 
