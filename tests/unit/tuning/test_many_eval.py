@@ -252,3 +252,23 @@ def test_calibrate_with_an_unmeetable_budget_warns(tmp_path, capsys):
     assert r["goal_met"] is False and "no setting meets the budget" in r["warning"]
     assert "warning: no setting meets the budget" in out.err
     assert r["cost_per_1k_usd"] > 0.00001  # said, not hidden: the cheapest setting is over budget
+
+
+def test_holdout_over_many_targets_trains_on_the_other_datasets(tmp_path, capsys):
+    import csv
+
+    a = write_table(tmp_path / "a", "a", 60)
+    b = write_table(tmp_path / "b", "b", 30, seed=3)
+    rows = list(csv.DictReader(a.open())) + [dict(r, dataset="other") for r in csv.DictReader(b.open())]
+    both = tmp_path / "ab.csv"
+    with both.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = run_json(capsys, ["eval", "--data", str(both), "--holdout", "other", "--json", "--quiet",
+                          "--policies", "cheapest-fit:prior"])
+    assert r["protocol"] == "holdout other" and r["n"] == 30 and r["n_train"] == 60
+    assert r["dataset"] == ["other"]
+    # the router's reference (train) qualities come from dataset a only
+    ta = datasets.load_file(a)
+    assert [t["train_quality"] for t in r["targets"]] == pytest.approx(ta.quality.mean(0).tolist())
