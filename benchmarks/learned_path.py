@@ -56,8 +56,10 @@ def prompt(rng: random.Random, tag: str, topic: int | None = None) -> str:
     return f"{tag}: " + " ".join(rng.choice(words if rng.random() < 0.6 else COMMON) for _ in range(n))
 
 
-def train_artifact(out: Path) -> Path:
-    """kNN on the static featurizer: fake-a is good at the first topic's prompts (made-up labels)."""
+def train_artifact(out: Path, split: bool = True) -> Path:
+    """kNN on the static featurizer: fake-a is good at the first topic's prompts (made-up labels).
+    `split=False`: fake-a is good at nothing, so the learned app routes like the prior one (every
+    prompt to fake-b) and the two differ only by the predictor's work."""
     import numpy as np
 
     from policies.predictors import KNNPredictor
@@ -69,7 +71,7 @@ def train_artifact(out: Path) -> Path:
     prompts = [prompt(rng, f"train-{i}", t) for i, t in enumerate(topics)]
     emb = StaticEmbedder()
     E = emb.embed(prompts)
-    easy = np.array([t == 0 for t in topics], dtype=float)
+    easy = np.array([t == 0 and split for t in topics], dtype=float)
     art = KNNPredictor(k=40).fit(E, {"fake-a": easy, "fake-b": np.full(len(prompts), 0.6)}).save(out)
     record(art, "static", emb)
     return art
@@ -190,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--token-delay", type=float, default=0.005)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--port", type=int, default=8271)
+    ap.add_argument("--routing", choices=["split", "same"], default="split",
+                    help="split: the learned app sends each prompt to the model its kNN prefers (half to "
+                         "each); same: its labels send every prompt to fake-b, as the prior app does, so "
+                         "only the predictor's work differs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learned_path.json"))
     args = ap.parse_args(argv)
     if args.quick:
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="learned-path-"))
-    artifact = train_artifact(tmp / "knn")
+    artifact = train_artifact(tmp / "knn", split=args.routing == "split")
     ray_start()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
@@ -242,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         "setup": {"concurrency": c, "seconds": args.seconds, "rounds": args.rounds, "stream": True,
                   "fake_engine": {"ttft_s": args.ttft, "token_delay_s": args.token_delay, "tokens": args.tokens},
                   "learned": "knn k=40 on the static featurizer, 4,000 training prompts, off-loop",
-                  "min_quality": MIN_QUALITY, "prompts": "distinct, 8-400 words"},
+                  "min_quality": MIN_QUALITY, "prompts": "distinct, 8-400 words", "routing": args.routing},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
