@@ -16,6 +16,7 @@ thread switch interval (5 ms) bounds how long the worker's pure-Python parts hol
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,6 +25,8 @@ from typing import Any
 
 from policies.predictors.embed import prompt_key
 from policies.types import Target
+
+log = logging.getLogger(__name__)
 
 
 def single_thread_blas() -> None:
@@ -97,7 +100,11 @@ class OffloadedQuality:
         async with self._slots:
             if self._lookup(key) is not None:  # a concurrent request with the same prompt did it
                 return
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._compute, key, prompt)
+            try:
+                await asyncio.get_running_loop().run_in_executor(self._pool, self._compute, key, prompt)
+            except Exception:  # the decision's own predict call meets the error and reports it as before
+                log.warning("quality prediction failed in the worker", exc_info=True)
+                return
             self.offloaded_calls += 1
 
     def predict(self, prompt: str, targets: Sequence[Target]) -> dict[str, float]:

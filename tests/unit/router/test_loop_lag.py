@@ -185,3 +185,17 @@ def test_a_predictor_that_cannot_load_fails_the_start_with_a_clear_message(tmp_p
 def test_table_driven_quality_is_not_wrapped() -> None:
     q = load_quality(parse_quality({"kind": "prior"}), targets())
     assert not isinstance(q, OffloadedQuality)
+
+
+async def test_a_failing_prediction_fails_the_request_as_before_not_the_worker() -> None:
+    class Broken:
+        targets = ("small",)
+
+        def predict(self, prompt: str, targets: Sequence[Target]) -> dict[str, float]:
+            raise ValueError("predictor broke")
+
+    quality = OffloadedQuality(Broken(), targets())
+    await quality.prepare("some prompt")  # logged, nothing memoised
+    with pytest.raises(ValueError, match="predictor broke"):
+        quality.predict("some prompt", targets())
+    assert quality.inline_calls == 1 and quality.offloaded_calls == 0
