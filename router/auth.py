@@ -52,6 +52,12 @@ class KeyEntry(BaseModel):
     def _one_key(self) -> KeyEntry:
         if (self.key is None) == (self.key_sha256 is None):
             raise ValueError("give exactly one of key, key_sha256")
+        if self.key is not None:
+            # Keep only the digest: the config reaches the ingress replicas as a JSON dump, where a
+            # SecretStr would arrive as "**********" (and a clear key would sit in Serve's config).
+            digest = hashlib.sha256(self.key.get_secret_value().encode()).hexdigest()
+            object.__setattr__(self, "key_sha256", digest)
+            object.__setattr__(self, "key", None)
         return self
 
 

@@ -192,3 +192,11 @@ def test_config_is_strict() -> None:
     assert "rk-leak" not in str(info.value)
     assert all(f.description for f in AuthConfig.model_fields.values())
     assert all(f.description for f in KeyEntry.model_fields.values())
+
+
+def test_clear_key_is_kept_only_as_its_digest_and_survives_a_json_round_trip() -> None:
+    cfg = AuthConfig(keys=[KeyEntry(name="x", key="rk-x-0123456789")])
+    dumped = cfg.model_dump(mode="json")  # how the app config reaches the ingress replicas
+    assert "rk-x-0123456789" not in json.dumps(dumped)
+    s = KeyStore(AuthConfig.model_validate(dumped))
+    assert s.authenticate("Bearer rk-x-0123456789").name == "x"
