@@ -29,7 +29,14 @@ import numpy as np
 from policies.base import StaticView
 from policies.config import build_policy, parse_policy
 from policies.latency import LatencyEstimator
-from policies.predictors import IRTPredictor, KNNPredictor, LogisticPredictor, MFPredictor, PriorPredictor
+from policies.predictors import (
+    EnsemblePredictor,
+    IRTPredictor,
+    KNNPredictor,
+    LogisticPredictor,
+    MFPredictor,
+    PriorPredictor,
+)
 from policies.registry import sweep_of
 from policies.tuning.datasets import RouteTable, load_file
 from policies.types import RouteRequest, Target
@@ -69,42 +76,20 @@ class Memo:
         return 1.0 if fn is None else fn(prompt)
 
 
-class Blend:
-    """Average of several fitted predictors (an ensemble over the same prompt representation)."""
-
-    def __init__(self, members: list[Any]) -> None:
-        self.members = members
-        self.targets = members[0].targets
-        self.prior = getattr(members[0], "prior", {})
-
-    def fit(self, E: np.ndarray, labels: dict[str, np.ndarray]) -> Blend:
-        for m in self.members:
-            m.fit(E, labels)
-        self.targets = self.members[0].targets
-        self.prior = getattr(self.members[0], "prior", {})
-        return self
-
-    def predict(self, prompt: str, targets: Any) -> dict[str, float]:
-        outs = [m.predict(prompt, targets) for m in self.members]
-        return {t.id: float(np.mean([o[t.id] for o in outs])) for t in targets}
-
-
 def specs() -> dict[str, Any]:
     """Predictor factories by name (embedder passed in)."""
     return {
         "prior": lambda emb: PriorPredictor(),
-        "knn-k10": lambda emb: KNNPredictor(k=10, embedder=emb),
         "knn-k40": lambda emb: KNNPredictor(k=40, embedder=emb),
         "knn-k80": lambda emb: KNNPredictor(k=80, embedder=emb),
-        "knn-k160": lambda emb: KNNPredictor(k=160, embedder=emb),
+        "knn-tuned": lambda emb: KNNPredictor(tune_k=(10, 20, 40, 80, 160, 320), embedder=emb),
         "knn-k80-iso": lambda emb: KNNPredictor(k=80, calibration="isotonic", embedder=emb),
         "logistic": lambda emb: LogisticPredictor(embedder=emb),
         "logistic-iso": lambda emb: LogisticPredictor(calibration="isotonic", embedder=emb),
         "mf": lambda emb: MFPredictor(embedder=emb),
         "irt": lambda emb: IRTPredictor(embedder=emb),
-        "irt-iso": lambda emb: IRTPredictor(calibration="isotonic", embedder=emb),
-        "knn80+logistic": lambda emb: Blend([KNNPredictor(k=80, embedder=emb), LogisticPredictor(embedder=emb)]),
-        "knn80+irt": lambda emb: Blend([KNNPredictor(k=80, embedder=emb), IRTPredictor(embedder=emb)]),
+        "ensemble": lambda emb: EnsemblePredictor(embedder=emb),  # knn k=80 + logistic
+        "ensemble-shrink": lambda emb: EnsemblePredictor(shrink=True, embedder=emb),
     }
 
 
