@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,7 +213,7 @@ class Relay:
             a.abandon("client_gone")
         self._on_end(a, usage, error)
 
-    async def _run(self) -> AsyncIterator[dict[str, Any]]:
+    async def _run(self) -> AsyncGenerator[dict[str, Any], None]:
         a = self.attempt
         ttft_ms: float | None = None
         usage: Mapping[str, Any] | None = None

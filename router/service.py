@@ -10,6 +10,7 @@ and charges what the call cost to the target that made it, on every way the call
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -147,7 +148,7 @@ class RouterService:
                     self._by_id[tid].expected_cost_usd(plan.route.prompt_tokens, plan.route.output_tokens))
                 stream = Relay(a, agen, first, wants_usage=wants_usage,
                                chunk_timeout_s=self.limits.request_timeout_s,
-                               on_end=lambda att, usage, err, r=reason: self._end_stream(plan, att, r, usage, err))
+                               on_end=functools.partial(self._end_stream, plan, reason=reason))
                 return stream, _headers(tid, reason, estimate)
             raise last or NoHealthyTarget("no healthy target left to try")
         except BaseException as e:
@@ -275,7 +276,7 @@ class RouterService:
         return err
 
     def _end_stream(
-        self, plan: Plan, a: Attempt, reason: str, usage: Mapping[str, Any] | None, error: BaseException | None
+        self, plan: Plan, a: Attempt, usage: Mapping[str, Any] | None, error: BaseException | None, *, reason: str
     ) -> None:
         if error is not None:
             record_error(plan.span, error)
