@@ -32,6 +32,9 @@ from router.telemetry import Telemetry
 from router.view import LiveView
 
 log = logging.getLogger("router")
+# Lifecycle lines users wait for go to Serve's replica log (INFO, shown by `serve run`); our own logger
+# has no handler in a replica, so its INFO records would be dropped.
+serve_log = logging.getLogger("ray.serve")
 
 
 def build_service(cfg: AppConfig, clients: Mapping[str, Any]) -> RouterService:
@@ -197,7 +200,7 @@ class RouterIngress:
                 if tid not in self._seen_up:
                     self._seen_up.add(tid)
                     view.set_starting(tid, False)
-                    log.info("router: model '%s' is up (%d replica%s)", tid, running, "s"[: running > 1])
+                    serve_log.info("router: model '%s' is up (%d replica%s)", tid, running, "s"[: running > 1])
                 view.set_health(tid, None)
                 view.set_scale_state(tid, None)
                 if set_replicas is not None:  # autoscaling, or replicas lost with a node
