@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -160,3 +161,19 @@ async def test_service_is_fetched_lazily() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://r") as http:
         r = await http.post("/v1/chat/completions", json=chat_body())
     assert r.status_code == 200 and r.headers["x-router-target"] == "small"
+
+
+async def test_openapi_describes_the_request_bodies() -> None:
+    rig = Rig()
+    async with rig.http() as http:
+        doc = (await http.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+    for path, name in (("/v1/chat/completions", "ChatRequest"), ("/v1/completions", "CompletionRequest")):
+        op = doc["paths"][path]["post"]
+        assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"] == f"#/components/schemas/{name}"
+        assert op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert schemas["ChatRequest"]["properties"]["temperature"]["anyOf"][0]["maximum"] == 2
+    assert "messages" in schemas["ChatRequest"]["required"] and "prompt" in schemas["CompletionRequest"]["required"]
+    # every $ref resolves inside the document (schema fuzzers need a closed document)
+    refs = set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(doc)))
+    assert refs and refs <= set(schemas)
