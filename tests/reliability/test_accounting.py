@@ -54,11 +54,21 @@ def _ingress_stats(app: str) -> list[dict]:
     return list(seen.values())
 
 
+def _deploy(name: str, cfg: dict, engines: dict) -> str:
+    """deploy(), then wait until every ingress replica's replica poll has seen every model up (a model
+    still starting at the first poll reads "starting" until the next one)."""
+    path = deploy(name, cfg, engines)
+    tids = [m["id"] for m in cfg["models"]]
+    ok = wait_until(lambda: all(s["states"][t] == "healthy" for s in _ingress_stats(name) for t in tids), 30)
+    assert ok, _ingress_stats(name)
+    return path
+
+
 # -- an attempt abandoned by its time limit --------------------------------------------------------
 def test_attempt_timeout_cancels_the_upstream_call_and_charges_it(cluster):
     cfg = {"models": [_model("slow"), _model("fast", out_price=2.0)],
            "limits": {"attempt_timeout_floor_s": 0.5, "attempt_timeout_factor": 0.01, "request_timeout_s": 20}}
-    app = deploy("abandon", cfg, {"slow": {"ttft_s": 30}})
+    app = _deploy("abandon", cfg, {"slow": {"ttft_s": 30}})
     path = app + "/v1/chat/completions"
     tally = Tally()
 
@@ -90,7 +100,7 @@ def misc_app(cluster):
     engines = {"cheap": {"ttft_s": 0.3, "token_delay_s": 0.2, "words": 12},
                "strong": {"fail_next": 1000, "fail": "rejected"},
                "flaky": {"error_event_after": 2}}
-    return deploy("misc", cfg, engines)
+    return _deploy("misc", cfg, engines)
 
 
 def test_client_gone_before_first_chunk_leaves_counts_spend_and_spans_consistent(misc_app):
@@ -168,7 +178,7 @@ def test_budget_holds_over_two_ingress_replicas_and_survives_a_restart(cluster):
 
     per_request = 4 * PRICE / 1e6  # max_tokens=4 at the output price: reservation == actual cost
     budget = 10 * per_request
-    app = deploy("budget", _budget_cfg(budget), {"m": {"ttft_s": 0.2}})
+    app = _deploy("budget", _budget_cfg(budget), {"m": {"ttft_s": 0.2}})
     path = app + "/v1/chat/completions"
     tally = Tally()
 
@@ -194,7 +204,7 @@ def test_budget_holds_over_two_ingress_replicas_and_survives_a_restart(cluster):
 
     # restart the app (its ledger deployment included): the spend is read back from the SQLite file
     serve.delete("budget")
-    deploy("budget", _budget_cfg(budget), {"m": {"ttft_s": 0.2}})
+    _deploy("budget", _budget_cfg(budget), {"m": {"ttft_s": 0.2}})
     after = httpx.get(BASE + app + "/v1/usage", headers=USAGE_OF, timeout=10).json()
     again = Tally()
     for _ in range(12):  # what the first app left (leases it handed back on shutdown included), not more
@@ -217,7 +227,7 @@ async def _one(path: str, tally: Tally) -> None:
 # -- one probe after a cool-down ---------------------------------------------------------------------
 def test_one_probe_after_cool_down(cluster):
     cfg = {"models": [_model("first", out_price=0.5), _model("second")], "limits": {"request_timeout_s": 20}}
-    app = deploy("probe", cfg, {"first": {"fail_next": 3, "ttft_s": 1.0}})
+    app = _deploy("probe", cfg, {"first": {"fail_next": 3, "ttft_s": 1.0}})
     path = app + "/v1/chat/completions"
     engine = _engine("probe", "first")
     tally = Tally()
