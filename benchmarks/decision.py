@@ -11,12 +11,14 @@ learned runs use distinct prompts (no cache hits), so featurizing one prompt is 
     (`routerctl tune featurizer build`), prompts of 8-400 words; the whole decision inline
     (featurize + kNN + policy). Serving featurizes in a worker thread (router/learned.py); the part
     left on the event loop is the `static-loop` cell (prediction looked up + policy).
+    `static-logistic`: the same inline, with a LogisticPredictor instead of the kNN.
   * `embed`: LogisticPredictor on the packaged all-MiniLM-L6-v2, one torch thread.
 
 Writes benchmarks/results/decision.json: {"policies": {name: {p50_us, p99_us, decisions_per_s, targets,
 predictor}}, "runs": [every (policy, targets, predictor) cell], "machine": .., "date": .., "command": ..}.
 `policies[name]` is the 10-target table-driven cell; `policies[name + "+static"]`,
-`policies[name + "+static-loop"]` and `policies[name + "+embed"]` the learned ones.
+`policies[name + "+static-loop"]`, `policies[name + "+static-logistic"]` and `policies[name + "+embed"]` the
+learned ones.
 """
 
 from __future__ import annotations
@@ -101,10 +103,10 @@ def long_prompts(n: int, seed: int) -> list[str]:
             for i in range(n)]
 
 
-def make_static_quality(targets: list[Target], offloaded: bool = False):
+def make_static_quality(targets: list[Target], offloaded: bool = False, kind: str = "knn"):
     import numpy as np
 
-    from policies.predictors import KNNPredictor
+    from policies.predictors import KNNPredictor, LogisticPredictor
     from policies.predictors.offload import OffloadedQuality
     from policies.predictors.static_embed import StaticEmbedder
 
@@ -112,7 +114,7 @@ def make_static_quality(targets: list[Target], offloaded: bool = False):
     E = embedder.embed(long_prompts(5000, seed=7))
     rng = np.random.default_rng(0)
     labels = {t.id: (rng.random(len(E)) < t.quality_prior).astype(float) for t in targets}
-    pred = KNNPredictor(k=40).fit(E, labels)
+    pred = (KNNPredictor(k=40) if kind == "knn" else LogisticPredictor(steps=20)).fit(E, labels)
     pred._embedder = embedder
     pred.embedder.embed_one("warm-up")
     if not offloaded:
@@ -209,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     if do_embed:
         for size in sizes:
             targets = make_targets(size)
-            for kind in ("static", "static-loop"):
-                quality = make_static_quality(targets, offloaded=kind == "static-loop")
+            for kind in ("static", "static-loop", "static-logistic"):
+                quality = make_static_quality(targets, offloaded=kind == "static-loop",
+                                              kind="logistic" if kind == "static-logistic" else "knn")
                 for cfg in POLICIES:
                     seed = 1000 * size + len(runs)  # distinct prompts per cell: no cache hits
                     cell = run_cell(cfg, targets, quality, n_static, seed, long_prompts(n_static, seed))
