@@ -157,6 +157,10 @@ class RouterIngress:
                 await asyncio.wait_for(service.budget.flush(final=True), 5)
             except Exception:
                 log.warning("final budget report failed", exc_info=True)
+            try:  # export the spans still buffered in the batch processor
+                service.telemetry.shutdown()
+            except Exception:
+                log.warning("telemetry shutdown failed", exc_info=True)
 
     async def stats(self) -> dict[str, Any]:
         """For operators and the soak test (a handle call, no HTTP route): asyncio tasks alive in the
