@@ -16,10 +16,9 @@ the measured wake-ups), so a latency-bounded request only waits for a start-up t
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from policies.base import LatencyView, QualityPredictor
 from policies.types import Target
@@ -29,8 +28,19 @@ ScaleState = Literal["cold", "warming"]
 ROUTABLE: frozenset[str] = frozenset({"healthy", "cold", "warming"})
 
 
-def _noop(*_args: Any, **_kw: Any) -> None:
-    return None
+@runtime_checkable
+class LearningLatency(Protocol):
+    """A latency view that learns from the router's calls: a ticket per call (did it find a free slot?),
+    then the call's latency or its failure, then its end."""
+
+    def started(self, target_id: str) -> Any: ...
+
+    def finished(self, target_id: str, ticket: Any = None) -> None: ...
+
+    def observe(self, target_id: str, ttft_ms: float, tpot_ms: float, output_tokens: int,
+                queue_ms: float | None = None, ticket: Any = None) -> None: ...
+
+    def error(self, target_id: str) -> None: ...
 
 
 class LiveView:
@@ -68,17 +78,8 @@ class LiveView:
         self._consecutive: dict[str, int] = {}
         self._down_until: dict[str, float] = {}
         self._probe: dict[str, bool] = {}  # after a cool-down: is the one probe call in flight?
-        # The estimator's feedback methods are optional (a static LatencyView has none): bind once.
-        self._started = getattr(latency, "started", _noop)
-        self._finished = getattr(latency, "finished", _noop)
-        self._observe = getattr(latency, "observe", _noop)
-        self._error = getattr(latency, "error", _noop)
-        # LatencyEstimator hands out a ticket per request (did it find a free slot?); older or static
-        # views take none.
-        try:
-            self._tickets = "ticket" in inspect.signature(self._observe).parameters
-        except (TypeError, ValueError):
-            self._tickets = False
+        # A static LatencyView learns nothing; a LearningLatency (policies.latency.LatencyEstimator) is fed.
+        self._learn: LearningLatency | None = latency if isinstance(latency, LearningLatency) else None
 
     # -- RoutingView ---------------------------------------------------------------------------------
     @property
@@ -204,16 +205,14 @@ class LiveView:
             self.wake(target_id)  # the call itself makes Serve scale up; measure the start-up alongside
         if self._probe.get(target_id) is False:
             self._probe[target_id] = True  # this call is the probe
-        return self._started(target_id)
+        return self._learn.started(target_id) if self._learn is not None else None
 
     def finished(self, target_id: str, ticket: Any = None) -> None:
         """The call left the target, successfully or not (after `observe`/`error`)."""
         if self._probe.get(target_id):  # the probe ended without a verdict (cancelled): free its slot
             self._probe[target_id] = False
-        if self._tickets:
-            self._finished(target_id, ticket)
-        else:
-            self._finished(target_id)
+        if self._learn is not None:
+            self._learn.finished(target_id, ticket)
 
     def observe(
         self, target_id: str, ttft_ms: float, tpot_ms: float, output_tokens: int, ticket: Any = None
@@ -221,14 +220,13 @@ class LiveView:
         """A call succeeded: record its latency and reset the failure count."""
         self._consecutive[target_id] = 0
         self._probe.pop(target_id, None)
-        if self._tickets:
-            self._observe(target_id, ttft_ms, tpot_ms, output_tokens, ticket=ticket)
-        else:
-            self._observe(target_id, ttft_ms, tpot_ms, output_tokens)
+        if self._learn is not None:
+            self._learn.observe(target_id, ttft_ms, tpot_ms, output_tokens, ticket=ticket)
 
     def error(self, target_id: str) -> None:
         """A call failed on the target's side (not for requests the target rightly refused)."""
-        self._error(target_id)
+        if self._learn is not None:
+            self._learn.error(target_id)
         n = self._consecutive.get(target_id, 0) + 1
         self._consecutive[target_id] = n
         if self._probe.pop(target_id, None) is not None or n >= self._threshold:  # a failed probe: cool again

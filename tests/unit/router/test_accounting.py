@@ -149,3 +149,21 @@ async def test_failed_probe_restarts_the_cool_down() -> None:
         r = await http.post("/v1/chat/completions", json=chat_body())  # the probe fails, big answers
         assert r.headers["x-router-target"] == "big" and len(rig.fakes["small"].calls) == 4
         assert rig.view.state("small") == "cooling_down"
+
+
+def test_live_view_feeds_only_a_learning_latency_view() -> None:
+    from policies.latency import LatencyEstimator
+    from router.view import LearningLatency, LiveView
+    from tests.unit.router.fakes import PriorQuality, targets
+
+    class Static:
+        def predict(self, target, prompt_tokens, output_tokens):
+            return 100.0, 200.0
+
+    ts = targets()
+    assert isinstance(LatencyEstimator(ts), LearningLatency) and not isinstance(Static(), LearningLatency)
+    view = LiveView(ts, Static(), PriorQuality())
+    ticket = view.started("small")  # nothing to feed: no error, no ticket
+    view.observe("small", 1.0, 1.0, 1, ticket)
+    view.finished("small", ticket)
+    assert ticket is None and view.state("small") == "healthy"
