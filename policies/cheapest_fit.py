@@ -2,8 +2,8 @@
 
 1. Candidates: allowed, healthy, context window fits prompt + output; api targets only with
    allow_fallback (see `estimates.eligible`).
-2. Fit: predicted quality >= min_quality, predicted latency (ttft or e2e, as asked) <= max_latency_ms,
-   expected cost <= max_cost_usd.
+2. Fit: predicted quality >= min_quality (the request's, else the config's), predicted latency (ttft
+   or e2e, as asked) <= max_latency_ms, expected cost <= max_cost_usd.
 3. Some fit -> outcome "route" to the cheapest (ties: lower latency, then config order); alternates are
    the other fitting targets in that order, then healthy api targets that do not fit (if fallback is
    allowed) so that a failed call still has somewhere to go.
