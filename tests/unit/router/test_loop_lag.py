@@ -2,10 +2,14 @@
 
 Loop lag is measured by a ticker coroutine that sleeps 5 ms and records how late it wakes. A fake
 predictor that takes SLOW_S per prompt (sleeping, or spinning in pure Python so that it holds the GIL
-as much as Python lets it) would delay the ticker by at least SLOW_S if it ran on the loop. The
-stated bound: with the predictor off the loop, no tick is late by more than SLOW_S / 3 (in practice
-a few ms: Python's 5 ms thread switch interval). The same test against the plain RouterService shows
-the stall it prevents, so the measurement can fail.
+as much as Python lets it) would delay the ticker by at least SLOW_S if it ran on the loop.
+The stated bound: with the predictor off the loop, no tick is late by more than SLOW_S / 3 while the
+predictor releases the interpreter lock (sleeping; torch, BLAS and the Rust tokenizer do the same).
+A predictor spinning in pure Python holds the lock except at the interpreter's 5 ms switches, and on
+an overloaded machine one such stretch can last as long as the OS keeps the worker off a core, so for
+it the test asserts behaviour instead of a time: the loop keeps ticking while the worker computes
+(the inline control gets almost no ticks in). The same tests against the plain RouterService show the
+stall they prevent, so the measurement can fail.
 """
 
 from __future__ import annotations
@@ -66,8 +70,8 @@ def _service(cls: type[RouterService], quality: Any) -> RouterService:
     return cls(ts, {t.id: FakeTarget(t.id) for t in ts}, build_policy(CheapestFitConfig()), view)
 
 
-async def _max_lag_during(start: Any) -> tuple[float, Any]:
-    lags: list[float] = []
+async def _max_lag_during(start: Any, ticks: list[float] | None = None) -> tuple[float, Any]:
+    lags: list[float] = [] if ticks is None else ticks
     done = asyncio.Event()
 
     async def ticker() -> None:
@@ -101,18 +105,25 @@ def _send(service: RouterService) -> Any:
 async def test_prediction_runs_off_the_event_loop(spin: bool) -> None:
     slow = SlowPredictor(spin)
     quality = OffloadedQuality(slow, targets())
-    lag, results = await _max_lag_during(_requests(_service(PreparingService, quality)))
-    assert lag < BOUND_S, f"event loop stalled {lag * 1000:.0f} ms"
+    ticks: list[float] = []
+    lag, results = await _max_lag_during(_requests(_service(PreparingService, quality)), ticks)
+    if spin:  # 3 x SLOW_S of computing: a loop kept free ticks every ~5 ms, an inline one ~never
+        assert len(ticks) >= 20, f"the event loop ran only {len(ticks)} times in {3 * SLOW_S} s"
+    else:
+        assert lag < BOUND_S, f"event loop stalled {lag * 1000:.0f} ms"
     # the decisions used the predictions: easy prompts to the cheap local model, the hard one to api
     assert [h["x-router-target"] for _, h in results] == ["small", "api", "small"]
     assert threading.get_ident() not in slow.threads
     assert quality.inline_calls == 0 and quality.offloaded_calls == 3
 
 
-async def test_without_the_preparing_service_the_loop_stalls() -> None:
+@pytest.mark.parametrize("spin", [False, True], ids=["sleeping", "cpu-bound"])
+async def test_without_the_preparing_service_the_loop_stalls(spin: bool) -> None:
     """The control: the same predictor inline in the synchronous decision blocks the loop."""
-    lag, _ = await _max_lag_during(_requests(_service(RouterService, SlowPredictor())))
+    ticks: list[float] = []
+    lag, _ = await _max_lag_during(_requests(_service(RouterService, SlowPredictor(spin))), ticks)
     assert lag >= SLOW_S * 0.9
+    assert len(ticks) < 20
 
 
 async def test_bad_requests_skip_the_predictor_and_get_their_usual_error() -> None:
