@@ -5,16 +5,10 @@ target does) and returns the rest of the escalation chain, cheapest first, as al
 is not predicted here: it is what `accept` checks on the actual answer.
 
 The router drives it (non-streaming requests only: a streamed answer has already reached the client
-before it could be judged, so streaming requests use the decision as is):
-
-    d = policy.decide(req, view)
-    while True:
-        answer = call(d.target)
-        if policy.accept(answer.text, answer.mean_logprob):
-            break
-        d = policy.escalate(d)   # Decision for the next target, or None when the chain is spent
-        if d is None:
-            break                # keep the last answer
+before it could be judged, so streaming requests use the decision as is): it calls `d.target`, and
+while `policy.accept(answer_text, mean_logprob)` says no and `d.alternates` has a next target that still
+fits the latency bound, calls that one, keeping the cheaper answer if escalation fails. The chain is the
+decision's `alternates`; there is no second method to walk it.
 """
 
 from __future__ import annotations
@@ -27,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from policies.base import RoutingView
 from policies.estimates import eligible, estimate, latency_of, why_not
 from policies.registry import NO_KNOB, register
-from policies.types import Decision, Estimate, RouteRequest
+from policies.types import Decision, RouteRequest
 
 _REFUSAL = re.compile(
     r"^\s*(i'?m sorry|i am sorry|sorry,|i can(?:'|no)t (?:help|assist|answer)|i am unable|i'?m unable|"
@@ -104,20 +98,3 @@ class Cascade:
         if self.config.escalate_on_refusal and _REFUSAL.match(text):
             return False
         return mean_logprob is None or mean_logprob >= self.config.min_mean_logprob
-
-    def escalate(self, decision: Decision) -> Decision | None:
-        """The decision for the next target of the chain (reason 'cascade:escalate'), or None."""
-        if not decision.alternates:
-            return None
-        nxt = decision.alternates[0]
-        est: Estimate | None = next((e for e in decision.candidates if e.target == nxt), None)
-        return Decision(
-            target=nxt,
-            alternates=decision.alternates[1:],
-            outcome="route",
-            reason="cascade:escalate",
-            predicted_quality=est.quality if est else None,
-            predicted_latency_ms=est.e2e_ms if est else None,
-            predicted_cost_usd=est.cost_usd if est else None,
-            candidates=decision.candidates,
-        )

@@ -50,7 +50,11 @@ class CheapestFitConfig(BaseModel):
         description="When nothing fits and no API fallback is possible: reject the request, or send it "
         "to the target that misses the constraints by the least.",
     )
-    max_alternates: int = Field(3, ge=0, description="How many alternates to return for retries.")
+    max_alternates: int | None = Field(
+        None, ge=0,
+        description="Cap on the ranked alternates returned (None: all eligible). How many the router "
+        "actually tries is limits.max_alternates, the one setting for that.",
+    )
     unbounded_reserve: float | None = Field(
         0.05,
         ge=0,
@@ -124,7 +128,7 @@ def unsatisfied(
     c: Constraints,
     rank: Callable[[Estimate], tuple[float, float, int]],
     on_unsatisfiable: str,
-    n_alt: int,
+    n_alt: int | None,
 ) -> Decision:
     """The decision when no candidate fits: api fallback, best effort or reject (steps 4 of the doc)."""
     why = _why_locals_fail(ests, kinds, excluded)

@@ -74,7 +74,11 @@ class UtilityConfig(BaseModel):
         description="When nothing fits and no API fallback is possible: reject, or send the request to "
         "the target missing the constraints by the least.",
     )
-    max_alternates: int = Field(3, ge=0, description="How many alternates to return for retries.")
+    max_alternates: int | None = Field(
+        None, ge=0,
+        description="Cap on the ranked alternates returned (None: all eligible). How many the router "
+        "actually tries is limits.max_alternates, the one setting for that.",
+    )
 
 
 @register(UtilityConfig)
