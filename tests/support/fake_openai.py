@@ -54,7 +54,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,14 +120,18 @@ class FakeOpenAI:
         self,
         *,
         api_key: str | None = "sk-fake-key",
-        answer: str = DEFAULT_ANSWER,
+        answer: str | Callable[[str, dict[str, Any]], str] = DEFAULT_ANSWER,
         models: tuple[str, ...] = ("fake-model",),
+        reject_unknown_models: bool = False,
         ttft_s: float = 0.0,
         token_delay_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
     ):
+        # `answer` may be a function of (model, body): several "models" that answer differently (the
+        # tuning lab's collect tests); `reject_unknown_models` makes a model not in `models` a 404.
         self.api_key, self.answer, self.models = api_key, answer, models
+        self.reject_unknown_models = reject_unknown_models
         self.ttft_s, self.token_delay_s = ttft_s, token_delay_s
         self.host, self.port = host, port
         self._mode = Behavior()
@@ -268,9 +272,12 @@ class FakeOpenAI:
             return _drop(request)
         if behavior.kind == "hang":
             await asyncio.sleep(behavior.seconds)
+        model = body.get("model", "")
+        if self.reject_unknown_models and model not in self.models:
+            return _error(404, f"The model `{model}` does not exist.", "model_not_found")
         chat = request.path.endswith("/chat/completions")
         prompt_tokens = _words(body.get("messages") if chat else body.get("prompt"))
-        words = self.answer.split()
+        words = (self.answer(model, body) if callable(self.answer) else self.answer).split()
         limit = body.get("max_tokens") or body.get("max_completion_tokens") or len(words)
         out, finish = words[:limit], "stop" if limit >= len(words) else "length"
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(out),

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from policies.tuning import cli, collect, datasets
-from tests.unit.tuning.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI
+
+
+def _adder(model: str, body: dict) -> str:
+    """`good` adds "What is A+B?" correctly, `bad` always says 0 (answers in GSM8K's `#### N` form)."""
+    m = re.search(r"What is (\d+)\+(\d+)", body["messages"][-1]["content"])
+    val = int(m.group(1)) + int(m.group(2)) if (m and model == "good") else 0
+    return f"The sum is {val}. #### {val}"
+
+
+ANSWER_WORDS = len(_adder("good", {"messages": [{"content": "What is 1+2?"}]}).split())  # usage as the fake counts
+
+
+def _server() -> FakeOpenAI:
+    return FakeOpenAI(api_key=None, answer=_adder, models=("auto", "good", "bad"), reject_unknown_models=True)
+
+
+def _posts(srv: FakeOpenAI) -> list[dict]:
+    return [r.body for r in srv.requests if r.method == "POST"]
 
 
 @pytest.mark.parametrize(
@@ -35,15 +54,15 @@ def _bench(tmp_path, n=5):
 
 def test_collect_end_to_end_resumes_and_loads_as_table(tmp_path, capsys):
     bench, out = _bench(tmp_path), tmp_path / "collected.jsonl"
-    with FakeOpenAI() as srv:
-        argv = ["collect", "--base-url", srv.base_url, "--bench", str(bench), "--out", str(out),
+    with _server() as srv:
+        argv = ["collect", "--base-url", srv.url, "--bench", str(bench), "--out", str(out),
                 "--limit", "4", "--json"]
         assert cli.main(argv) == 0
         first = json.loads(capsys.readouterr().out)
         assert first["targets"] == ["good", "bad"] and first["asked"] == 8 and first["errors"] == 0
-        sent = srv.requests[0]
+        sent = _posts(srv)[0]
         assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
-        assert {r["model"] for r in srv.requests} == {"good", "bad"}
+        assert {r["model"] for r in _posts(srv)} == {"good", "bad"}
         # resume: nothing left to ask for the same limit; one more item asks 2 more
         assert cli.main(argv) == 0
         assert json.loads(capsys.readouterr().out)["asked"] == 0
@@ -51,7 +70,7 @@ def test_collect_end_to_end_resumes_and_loads_as_table(tmp_path, capsys):
         assert json.loads(capsys.readouterr().out)["asked"] == 2
     recs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(recs) == 10
-    assert all(r["ttft_ms"] <= r["e2e_ms"] and r["completion_tokens"] == 4 for r in recs)
+    assert all(r["ttft_ms"] <= r["e2e_ms"] and r["completion_tokens"] == ANSWER_WORDS for r in recs)
     table = datasets.load_file(out)
     assert len(table) == 5 and table.targets == ["bad", "good"]
     assert table.quality[:, table.col("good")].tolist() == [1.0] * 5
@@ -64,10 +83,10 @@ def test_collect_records_errors_and_retries_them(tmp_path):
 
     bench, out = _bench(tmp_path, 2), tmp_path / "c.jsonl"
     items = collect.load_bench(str(bench), None, None)
-    with FakeOpenAI() as srv:
-        s = asyncio.run(collect.collect(srv.base_url, items, out, ["good", "missing"], progress=False))
+    with _server() as srv:
+        s = asyncio.run(collect.collect(srv.url, items, out, ["good", "missing"], progress=False))
         assert s["errors"] == 2
-        s = asyncio.run(collect.collect(srv.base_url, items, out, ["good", "missing"], progress=False))
+        s = asyncio.run(collect.collect(srv.url, items, out, ["good", "missing"], progress=False))
         assert s["asked"] == 2 and s["skipped"] == 2  # failed pairs are asked again
 
 
@@ -78,8 +97,8 @@ def test_gsm8k_bench_from_shared_data(routellm):
 
 def test_collected_table_evaluates_end_to_end(tmp_path, capsys):
     bench, out = _bench(tmp_path, 12), tmp_path / "collected.jsonl"
-    with FakeOpenAI() as srv:
-        assert cli.main(["collect", "--base-url", srv.base_url, "--bench", str(bench), "--out", str(out),
+    with _server() as srv:
+        assert cli.main(["collect", "--base-url", srv.url, "--bench", str(bench), "--out", str(out),
                          "--json"]) == 0
     capsys.readouterr()
     assert cli.main(["eval", "--data", str(out), "--cv", "3", "--policies", "length", "--json",
