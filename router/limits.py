@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -21,7 +23,13 @@ class LimitsConfig(BaseModel):
     )
     max_alternates: int = Field(
         default=2, ge=0, description="How many alternate targets to try after the chosen one fails before "
-        "its first token."
+        "its first token; also the most continuations of one stream that fails after output went out."
+    )
+    stream_failover: Literal["continue", "continue_any", "error"] = Field(
+        default="continue", description="A stream that fails after output went out: `continue` the answer "
+        "on the next alternate that can (local engines; providers for completions only, they cannot continue "
+        "a chat message), `continue_any` (providers for chat too: their answer may restart the sentence), "
+        "or end it with an `error` event."
     )
     request_timeout_s: float = Field(
         default=120.0, gt=0, description="The request's deadline in s, shared by all its attempts (to the "

@@ -24,6 +24,7 @@ from policies.types import Target
 from router.attempt import Attempt, Deps, Relay, aclose_quietly, error_event
 from router.auth import AuthConfig, KeyStore
 from router.budget import Budget, LocalLedger
+from router.continuation import Continuer
 from router.errors import BadGateway, BudgetExhausted, NoHealthyTarget, RouterError, UpstreamError
 from router.limits import LimitsConfig
 from router.metrics import Metrics, NoMetrics
@@ -76,6 +77,7 @@ class RouterService:
         self.budget = budget or Budget(LocalLedger())
         self._accept = policy.accept if isinstance(policy, Accepting) else None
         self._deps = Deps(view, self.telemetry, self.metrics, self.budget)
+        self._continuer = Continuer(self)
         self.planner = Planner(
             self.targets, policy, view, self.auth, self.limits, self.telemetry, self.metrics
         )
@@ -110,8 +112,9 @@ class RouterService:
     ) -> tuple[AsyncIterator[dict[str, Any]], dict[str, str]]:
         """Streaming request: returns once a target has produced its first chunk.
 
-        Failures before that chunk move on to the next alternate; later ones end the stream with an
-        `{"error": ...}` chunk. The cost header is the estimate (the actual cost is charged at the end).
+        Failures before that chunk move on to the next alternate; later ones are continued on the next
+        alternate that can take the rest of the answer (router/continuation.py), else end the stream
+        with an `{"error": ...}` chunk. The cost header is the estimate (the actual cost is charged at the end).
         The returned stream must be closed (`aclose()`) by whoever stops reading it; that ends the call,
         its charge and the request's span even when not one chunk was read.
         """
@@ -148,7 +151,9 @@ class RouterService:
                     self._by_id[tid].expected_cost_usd(plan.route.prompt_tokens, plan.route.output_tokens))
                 stream = Relay(a, agen, first, wants_usage=wants_usage,
                                chunk_timeout_s=self.limits.request_timeout_s,
-                               on_end=functools.partial(self._end_stream, plan, reason=reason))
+                               on_end=functools.partial(self._end_stream, plan, reason=reason),
+                               resume=functools.partial(self._continuer.resume, plan),
+                               tried=set(plan.attempts[: i + 1]))
                 return stream, _headers(tid, reason, estimate)
             raise last or NoHealthyTarget("no healthy target left to try")
         except BaseException as e:
@@ -276,18 +281,27 @@ class RouterService:
         return err
 
     def _end_stream(
-        self, plan: Plan, a: Attempt, usage: Mapping[str, Any] | None, error: BaseException | None, *, reason: str
+        self, plan: Plan, relay: Relay, usage: Mapping[str, Any] | None, error: BaseException | None, *,
+        reason: str,
     ) -> None:
+        a = relay.attempt
+        if relay.switches:  # continued mid-stream: visible in the span and metrics, not as an error
+            reason += "+continued"
+            plan.span.set_attributes({
+                "router.stream_failover": [f"{s.from_target}->{s.to_target or '-'}@{s.after_chunks}:{s.why}"
+                                           for s in relay.switches],
+                "router.continued": sum(1 for s in relay.switches if s.to_target),
+            })
         if error is not None:
             record_error(plan.span, error)
             self.metrics.request(a.tid, plan.endpoint, "stream_error")
-        elif a.outcome != "ok":  # a partial answer says nothing about the target's latency
+        elif not relay.completed:  # a partial answer says nothing about the target's latency
             plan.span.set_attribute("router.cancelled", True)
             self.metrics.request(a.tid, plan.endpoint, "cancelled")
         else:
-            self.metrics.request(a.tid, plan.endpoint, "ok")
-        u = usage or {"prompt_tokens": plan.route.prompt_tokens, "completion_tokens": a.pieces}
-        self._finish_span(plan.span, a.tid, reason, a.cost, u)
+            self.metrics.request(a.tid, plan.endpoint, "continued" if relay.switches else "ok")
+        u = usage or {"prompt_tokens": plan.route.prompt_tokens, "completion_tokens": relay.pieces}
+        self._finish_span(plan.span, a.tid, reason, relay.cost, u)
         plan.span.end()
         self.open_requests -= 1
 

@@ -10,7 +10,11 @@ baseline).
 call the router stopped waiting for is cancelled by Serve inside this replica) and the replica's pid
 and node. Scripted faults (`configure(...)` changes them at run time): `fail_next` calls raise `fail`
 ("rejected": a non-retryable UpstreamRejected, "error": a retryable BadGateway) before any output;
-streams send a vLLM-style `{"error": ...}` event after `error_event_after` chunks. Answer ids start with
+streams send a vLLM-style `{"error": ...}` event after `error_event_after` chunks; `die_after` N chunks the
+replica's process exits (a replica dying mid-stream; Serve restarts it); `stall_after` N chunks the stream
+waits `stall_s`. A continuation (issue 16) answers the rest of the counting text: chat with
+`continue_final_message` and a final assistant message, or a completion prompt ending in the text's
+first words, starts after the words it already has (up to `words` in all). Answer ids start with
 `fake-<node id prefix>-`: multi-node tests read from answers where they were served.
 """
 
@@ -44,12 +48,14 @@ def _prompt_words(endpoint: str, body: dict[str, Any]) -> int:
 class FakeEngineReplica:
     def __init__(self, tid: str, ttft_s: float = 0.02, token_delay_s: float = 0.005, words: int = 8,
                  fail_next: int = 0, fail: str = "error", error_event_after: int | None = None,
-                 tokens: int | None = None) -> None:
+                 tokens: int | None = None, die_after: int | None = None, stall_after: int | None = None,
+                 stall_s: float = 30.0) -> None:
         words = tokens if tokens is not None else words  # `tokens`: the benchmarks' name for it
         self.tid, self.ttft_s, self.token_delay_s, self.words = tid, ttft_s, token_delay_s, words
         self.fail_next, self.fail, self.error_event_after = fail_next, fail, error_event_after
+        self.die_after, self.stall_after, self.stall_s = die_after, stall_after, stall_s
         self.counts = {"complete": 0, "stream": 0, "stream_done": 0, "cancelled": 0, "complete_cancelled": 0,
-                       "failed": 0}
+                       "failed": 0, "continued": 0}
         # Answer ids carry the node that served them (multi-node tests read placement from answers).
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
@@ -60,9 +66,24 @@ class FakeEngineReplica:
     def stats(self) -> dict[str, Any]:
         return {**self.counts, "pid": os.getpid(), "tid": self.tid, "node": self.node}
 
-    def _n(self, body: dict[str, Any]) -> int:
+    def _n(self, body: dict[str, Any], start: int = 0) -> int:
         cap = body.get("max_tokens") or body.get("max_completion_tokens") or self.words
-        return max(1, min(int(cap), self.words))
+        return max(1, min(int(cap), self.words - start))
+
+    def _start(self, endpoint: str, body: dict[str, Any]) -> int:
+        """Where a continuation picks the counting text up (0: a new answer)."""
+        if endpoint == "chat":
+            msgs = body.get("messages") or []
+            if not (body.get("continue_final_message") and msgs and msgs[-1].get("role") == "assistant"):
+                return 0
+            have = str(msgs[-1].get("content") or "").split()
+        else:
+            p = body.get("prompt")
+            have = (p[0] if isinstance(p, list) and p and isinstance(p[0], str) else str(p or "")).split()
+        for k in range(min(len(have), self.words - 1), 0, -1):
+            if have[-k:] == [_word(i) for i in range(k)]:
+                return k
+        return 0
 
     def _maybe_fail(self) -> None:
         if self.fail_next > 0:
@@ -99,21 +120,28 @@ class FakeEngineReplica:
     async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         self.counts["stream"] += 1
         self._maybe_fail()
-        n = self._n(body)
+        start = self._start(endpoint, body)
+        self.counts["continued"] += start > 0
+        n = self._n(body, start)
         base = {"id": f"fake-{self.node}-{uuid.uuid4().hex[:8]}", "created": int(time.time()), "model": self.tid,
                 "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion"}
         try:
             await asyncio.sleep(self.ttft_s)
             for i in range(n):
-                w = _word(i)
+                w = _word(start + i)
                 if i:
                     await asyncio.sleep(self.token_delay_s)
+                if self.die_after is not None and i >= self.die_after:
+                    await asyncio.sleep(0.3)  # let the chunks already yielded reach the router
+                    os._exit(1)  # the replica dies mid-stream, as under ray.kill or a node loss
+                if self.stall_after is not None and i >= self.stall_after:
+                    await asyncio.sleep(self.stall_s)
                 if self.error_event_after is not None and i >= self.error_event_after:
                     yield {"error": {"object": "error", "message": "fake engine failed", "type": "InternalServerError",
                                      "code": 500}}  # what vLLM sends when generation fails mid-stream
                     self.counts["failed"] += 1
                     return
-                piece = w if i == 0 else " " + w
+                piece = w if start + i == 0 else " " + w
                 if endpoint == "chat":
                     ch = {"index": 0, "delta": {"content": piece}, "finish_reason": None}
                 else:

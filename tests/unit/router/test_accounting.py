@@ -83,7 +83,7 @@ async def test_cascade_charges_each_call_to_its_own_target() -> None:
 
 
 async def test_error_event_mid_stream_ends_the_stream_as_an_error() -> None:
-    rig = Rig(_fakes(small=FakeTarget("small", error_event_after=2)))
+    rig = Rig(_fakes(small=FakeTarget("small", error_event_after=2)), limits=LimitsConfig(stream_failover="error"))
     async with rig.http() as http:
         r = await http.post("/v1/chat/completions", json=chat_body(stream=True))
     events = [e[6:] for e in r.text.split("\n\n") if e]

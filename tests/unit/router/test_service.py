@@ -63,7 +63,9 @@ async def test_alternates_are_bounded() -> None:
 
 
 async def test_error_after_tokens_ends_stream_with_error_event_and_done() -> None:
-    rig = Rig(_fakes(small=FakeTarget("small", fail_after=2, error=DeadReplica("gone"))))
+    # stream_failover "error": the pre-issue-16 behaviour (continuation: tests/unit/router/test_continuation.py)
+    rig = Rig(_fakes(small=FakeTarget("small", fail_after=2, error=DeadReplica("gone"))),
+              limits=LimitsConfig(stream_failover="error"))
     async with rig.http() as http:
         r = await asyncio.wait_for(http.post("/v1/chat/completions", json=chat_body(stream=True)), 5)
     assert r.status_code == 200 and r.headers["x-router-target"] == "small"
@@ -81,7 +83,7 @@ async def test_error_after_tokens_ends_stream_with_error_event_and_done() -> Non
 async def test_openai_client_sees_mid_stream_error() -> None:
     import openai
 
-    rig = Rig(_fakes(small=FakeTarget("small", fail_after=1)))
+    rig = Rig(_fakes(small=FakeTarget("small", fail_after=1)), limits=LimitsConfig(stream_failover="error"))
     stream = await rig.openai().chat.completions.create(
         model="auto", messages=[{"role": "user", "content": "hi"}], stream=True
     )
