@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.reliability.harness import chat, deploy, is_openai_error, ray_serve, real_model
+from tests.support.logs import assert_text_not_logged
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 PORT = 8012
@@ -184,13 +184,4 @@ def test_deadline_is_shared_and_does_not_cool_the_target(live):
 def test_zz_prompt_text_never_logged(live):
     base, tmp = live
     time.sleep(2)
-    scanned = 0
-    for p in Path(tmp).rglob("*"):
-        if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt", ""):
-            try:
-                data = p.read_bytes()
-            except OSError:
-                continue
-            scanned += len(data)
-            assert SECRET.encode() not in data, f"prompt text found in {p}"
-    assert scanned > 10_000
+    assert_text_not_logged(tmp, SECRET)

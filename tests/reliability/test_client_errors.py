@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.harness import chat, deploy, is_openai_error, model, ray_serve, record
+from tests.support.logs import assert_text_not_logged
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 PORT = 8250
@@ -131,16 +131,7 @@ def test_prompt_text_never_logged(live):
     for _, endpoint, body, _, _, _ in REPRODUCTIONS:
         _post(base, endpoint, body)
     time.sleep(2)  # let log lines flush
-    scanned = 0
-    for p in Path(tmp).rglob("*"):
-        if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt", ""):
-            try:
-                data = p.read_bytes()
-            except OSError:
-                continue
-            scanned += len(data)
-            assert SECRET.encode() not in data, f"prompt text found in {p}"
-    assert scanned > 10_000
+    assert_text_not_logged(tmp, SECRET)
 
 
 # -- fuzz from the app's own OpenAPI document --------------------------------------------------------------
