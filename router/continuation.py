@@ -91,9 +91,11 @@ class Continuer:
     def candidates(self, plan: Plan, tried: set[str], need_tokens: int) -> list[str]:
         s, mode = self.s, self.s.limits.stream_failover
         out = []
-        for tid in plan.attempts:
+        # Untried alternates first, then the targets already used: another replica of the one that just
+        # failed may serve it (a node lost takes one replica of each model; Serve routes around it).
+        for tid in [t for t in plan.attempts if t not in tried] + [t for t in plan.attempts if t in tried]:
             t = s._by_id[tid]
-            if tid in tried or not s.view.healthy(tid):
+            if not s.view.healthy(tid):
                 continue
             if plan.endpoint == "chat" and t.kind != "local" and mode != "continue_any":
                 continue  # providers cannot continue an assistant message (module docstring)

@@ -143,6 +143,7 @@ class Tally:
     targets: Counter = field(default_factory=Counter)
     durations: list[float] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    continued: int = 0  # streams continued on an alternate after a mid-stream failure (issue 16)
 
     @property
     def sent(self) -> int:
@@ -163,13 +164,14 @@ class Tally:
     def row(self) -> dict[str, Any]:
         return {"sent": self.sent, "answered": self.answered, "errored": self.errored, "lost": self.lost,
                 "outcomes": dict(self.outcomes), "targets": dict(self.targets),
-                "max_s": round(max(self.durations, default=0.0), 2)}
+                "max_s": round(max(self.durations, default=0.0), 2), "continued": self.continued}
 
     def merge(self, other: Tally) -> None:
         self.outcomes += other.outcomes
         self.targets += other.targets
         self.durations += other.durations
         self.problems += other.problems
+        self.continued += other.continued
 
 
 def is_openai_error(data: Any) -> bool:
@@ -220,6 +222,8 @@ async def _stream(client: httpx.AsyncClient, path: str, body: dict[str, Any], ta
                 done = True
                 break
             chunk = json.loads(data)
+            if any(s.get("to") for s in (chunk.get("router") or {}).get("failover") or ()):
+                tally.continued += 1
             if "error" in chunk:
                 error = is_openai_error(chunk) or error
             elif chunk.get("choices"):

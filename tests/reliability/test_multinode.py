@@ -132,10 +132,9 @@ def test_node_removed_under_load_endpoint_keeps_answering(three_nodes, app):
     tally = asyncio.run(scenario())
     record("worker node removed under load (3-node cluster, 12 req/s, half streams, 10 s)", tally)
     assert tally.lost == 0, (tally.row(), tally.problems[:5])
-    # Non-streams fail over to the surviving replicas; only streams already running on the removed node
-    # may end with an error event.
-    assert set(tally.outcomes) <= {"ok", "stream_error"}, (tally.row(), tally.problems[:5])
-    assert tally.answered >= 0.8 * tally.sent, tally.row()
+    # Non-streams fail over to the surviving replicas; streams running on the removed node are continued
+    # on an alternate (issue 16), the other model or the surviving replica: every request is answered.
+    assert tally.outcomes == {"ok": tally.sent}, (tally.row(), tally.problems[:5])
     assert ray.cluster_resources().get("worker", 0) == 10  # the node is gone from the cluster
 
     # What remains answers everything, from the surviving worker only.

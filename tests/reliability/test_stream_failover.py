@@ -149,8 +149,11 @@ def test_every_alternate_failing_still_ends_with_the_error_event(app):
     for chunks in asyncio.run(run()):
         assert chunks[-1]["error"]["code"] == "upstream_stream_interrupted"
         pieces = _pieces(chunks[:-1])
-        # brk1 sent 2 words, brk2 continued with 1 then failed too: no more alternates, the error event
-        assert "".join(t for _, t in pieces) == counting(3) and [m for m, _ in pieces] == ["brk1"] * 2 + ["brk2"]
+        models = [m for m, _ in pieces]
+        # brk1 sent 2 words, brk2 continued with 1 then failed too, then at most one more continuation
+        # (limits.max_alternates 2: brk1 again unless cooling down) failed: the error event, nothing repeated
+        assert models[:3] == ["brk1", "brk1", "brk2"] and set(models) <= {"brk1", "brk2"}
+        assert len(models) <= 5 and "".join(t for _, t in pieces) == counting(len(models))
     record("every alternate fails mid-stream (2 streams)", {"sent": 2, "answered": 0, "errored": 2, "lost": 0})
 
 
