@@ -122,7 +122,12 @@ class Continuer:
         # the moment of the failure; each attempt within it its own limit, as before the first chunk.
         deadline = time.perf_counter() + lim.request_timeout_s
         c = r.constraints
-        for tid in self.candidates(plan, tried, prompt + out):
+        cands = self.candidates(plan, tried, prompt + out)
+        # Each candidate once, then once more while calls are left (1 + max_alternates per failure): right
+        # after a node is lost Serve may still route a call to its dead replica, the next one goes elsewhere.
+        for tid in (cands * 2)[: max(len(cands), 1 + lim.max_alternates)]:
+            if not s.view.healthy(tid):
+                continue
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
