@@ -146,14 +146,18 @@ def test_every_alternate_failing_still_ends_with_the_error_event(app):
         return [(await _read(BASE + app + "/v1/chat/completions",
                              _stream_body("chat", ["brk1", "brk2"], 10, usage=False)))[1] for _ in range(2)]
 
-    for chunks in asyncio.run(run()):
+    for i, chunks in enumerate(asyncio.run(run())):
         assert chunks[-1]["error"]["code"] == "upstream_stream_interrupted"
         pieces = _pieces(chunks[:-1])
         models = [m for m, _ in pieces]
         # brk1 sent 2 words, brk2 continued with 1 then failed too, then at most one more continuation
-        # (limits.max_alternates 2: brk1 again unless cooling down) failed: the error event, nothing repeated
-        assert models[:3] == ["brk1", "brk1", "brk2"] and set(models) <= {"brk1", "brk2"}
-        assert len(models) <= 5 and "".join(t for _, t in pieces) == counting(len(models))
+        # (limits.max_alternates 2) failed: the error event, nothing repeated. By the second stream brk1
+        # may be cooling down (3 failures in a row), and brk2 then takes the stream and its continuation.
+        if i == 0:
+            assert models[:3] == ["brk1", "brk1", "brk2"]
+        assert set(models) <= {"brk1", "brk2"} and len(set(models)) >= 1 and len(models) <= 5
+        assert len(models) > (2 if models[0] == "brk1" else 1), "it was continued before the final failure"
+        assert "".join(t for _, t in pieces) == counting(len(models))
     record("every alternate fails mid-stream (2 streams)", {"sent": 2, "answered": 0, "errored": 2, "lost": 0})
 
 
