@@ -93,7 +93,9 @@ def timeline(ray_tmp: Path, t0_wall: float) -> dict[str, Any]:
     return out
 
 
-def time_to_first_answer(cfg: Path, port: int, timeout: float, log: Path, env: dict[str, str]) -> dict[str, Any]:
+def time_to_first_answer(
+    cfg: Path, port: int, timeout: float, log: Path, env: dict[str, str], keep_logs: bool = False
+) -> dict[str, Any]:
     import httpx
 
     body = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
@@ -140,7 +142,10 @@ def time_to_first_answer(cfg: Path, port: int, timeout: float, log: Path, env: d
     try:
         result["timeline"] = timeline(ray_tmp, t0_wall)
     finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        if keep_logs:
+            result["ray_logs"] = str(ray_tmp)
+        else:
+            shutil.rmtree(ray_tmp, ignore_errors=True)
     return result
 
 
@@ -160,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--cold", action="store_true", help="also time a cold start (fresh cache dir)")
     ap.add_argument("--out", default="startup.json")
+    ap.add_argument("--keep-logs", action="store_true", help="keep each run's Ray logs (path in the result)")
     args = ap.parse_args(argv)
 
     tmp = Path(tempfile.mkdtemp(prefix="startup-"))
@@ -167,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     warm = time_to_first_answer(
         config_copy(Path(args.config), args.port, tmp / "warm.yaml", None), args.port, args.timeout,
-        tmp / "warm.log", env,
+        tmp / "warm.log", env, args.keep_logs,
     )
     print("warm:", {k: v for k, v in warm.items() if k != "log_tail"}, flush=True)
     cold: dict[str, Any] | None = None
@@ -178,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         cold_env = {**env, "ROUTER_CACHE_DIR": str(cache)}
         cold_cfg = config_copy(Path(args.config), args.port, tmp / "cold.yaml", str(cache))
         prep_s = prepare_models(cold_cfg, cold_env, tmp / "prepare.log")
-        cold = time_to_first_answer(cold_cfg, args.port, args.timeout, tmp / "cold.log", cold_env)
+        cold = time_to_first_answer(cold_cfg, args.port, args.timeout, tmp / "cold.log", cold_env, args.keep_logs)
         cold["prepare_models_s"] = prep_s
         cold["serve_run_s"] = cold.get("seconds")
         if cold.get("seconds") is not None:

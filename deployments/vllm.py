@@ -1,24 +1,25 @@
 """vLLM model deployments on ray.serve.llm, one per local model entry.
 
-We use ray.serve.llm's LLMConfig / LLMServer as they are and add one thin subclass, `RouterLLMServer`,
-for a need LLMServer does not meet: a dict-in, dict-out call. LLMServer.chat takes vLLM's request objects
-and, when streaming, yields batches of pre-rendered SSE strings; our ingress would then have to import
-vLLM and re-parse every chunk. The subclass builds the request and parses chunks inside the model
-replica (spreading that CPU over the model's replicas), skips LLMServer's output batching (it delays the
-first token we measure TTFT on), and only plain dicts cross the handle.
+The replica runs `deployments.vllm_server.RouterLLMServer` (ray.serve.llm's LLMServer plus the dict-level
+calls the ingress uses). This module only describes it and imports no vLLM, torch or ray.serve.llm at
+import time: `serve run` builds each model application in a Ray task of its own, and on a 2-core machine
+importing ray.serve.llm there (which pulls in torch and vLLM: 15-25 s per model, the builds running at
+once) delayed every engine's start. For CPU engines the builder therefore names the server class by
+import path and passes the LLMConfig as a dict, and computes the Serve options ray.serve.llm would
+(`cpu_deployment_options`; tests/unit/deployments/test_vllm_config.py checks they are equal). GPU engines
+keep ray.serve.llm's own builder.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 from deployments.local_config import EngineConfig
 from deployments.vllm_plugin import FLAG as FORK_FLAG
 
-_DONE = "[DONE]"
+SERVER_CLS = "deployments.vllm_server.RouterLLMServer"  # Serve splits at the last dot
 
 
 def omp_bind(models: list[EngineConfig]) -> dict[str, str]:
@@ -40,10 +41,8 @@ def omp_bind(models: list[EngineConfig]) -> dict[str, str]:
     return binds
 
 
-def llm_config(model: EngineConfig, path: str, omp_threads_bind: str | None) -> Any:
-    """Build the ray.serve.llm LLMConfig for one model entry."""
-    from ray.serve.llm import LLMConfig
-
+def llm_config_args(model: EngineConfig, path: str, omp_threads_bind: str | None) -> dict[str, Any]:
+    """The ray.serve.llm LLMConfig fields for one model entry, as plain data (no import of LLMConfig)."""
     engine_kwargs: dict[str, Any] = {"max_model_len": model.context_window}
     deployment: dict[str, Any] = {"max_ongoing_requests": model.max_ongoing_requests}
     if model.autoscaling is not None:
@@ -70,80 +69,93 @@ def llm_config(model: EngineConfig, path: str, omp_threads_bind: str | None) -> 
         if model.gpu_fraction < 1:  # ray.serve.llm runs the engine on a fractional GPU bundle
             extra["placement_group_config"] = {"bundles": [{"GPU": model.gpu_fraction}]}
     engine_kwargs.update(model.engine_kwargs)
-    return LLMConfig(
-        model_loading_config={"model_id": model.id, "model_source": path},
-        engine_kwargs=engine_kwargs,
-        deployment_config=deployment,
-        server_cls=RouterLLMServer,
-        log_engine_metrics=False,
+    return {
+        "model_loading_config": {"model_id": model.id, "model_source": path},
+        "engine_kwargs": engine_kwargs,
+        "deployment_config": deployment,
+        "server_cls": SERVER_CLS,
+        "log_engine_metrics": False,
         # a prepared local directory needs no per-node download task (deployments/vllm_callback.py)
-        callback_config={"callback_class": "deployments.vllm_callback:PreparedModelCallback"},
+        "callback_config": {"callback_class": "deployments.vllm_callback:PreparedModelCallback"},
         **extra,
+    }
+
+
+def llm_config(model: EngineConfig, path: str, omp_threads_bind: str | None) -> Any:
+    """The ray.serve.llm LLMConfig for one model entry (imports torch: not for the build task)."""
+    from ray.serve.llm import LLMConfig
+
+    return LLMConfig(**llm_config_args(model, path, omp_threads_bind))
+
+
+def cpu_deployment_options(args: dict[str, Any], name: str) -> dict[str, Any]:
+    """The Serve options ray.serve.llm's build_llm_deployment gives a CPU engine (LLMServer's
+    get_deployment_options plus the builder's defaults), from `llm_config_args` alone."""
+    import ray
+    from ray.llm._internal.common.dict_utils import maybe_apply_llm_deployment_config_defaults
+    from ray.llm._internal.serve.constants import (
+        DEFAULT_HEALTH_CHECK_PERIOD_S,
+        DEFAULT_HEALTH_CHECK_TIMEOUT_S,
+        DEFAULT_MAX_ONGOING_REQUESTS,
+        DEFAULT_MAX_TARGET_ONGOING_REQUESTS,
+        ENABLE_WORKER_PROCESS_SETUP_HOOK,
     )
+
+    options = copy.deepcopy(args["deployment_config"])
+    actor = options.get("ray_actor_options", {})
+    # The replica shares the engine's placement group: its resources join the first bundle.
+    replica = {"CPU": actor.get("num_cpus", 1), "GPU": actor.get("num_gpus", 0), **actor.get("resources", {})}
+    if "memory" in actor:
+        replica["memory"] = actor["memory"]
+    pg = args.get("placement_group_config") or {}
+    bundles = [dict(b) for b in pg.get("bundles") or []]
+    if bundles:
+        first = bundles[0]
+        bundles[0] = {k: first.get(k, 0) + replica.get(k, 0) for k in set(first) | set(replica)}
+    else:
+        bundles = [replica]
+    options["placement_group_bundles"] = bundles
+    options["placement_group_strategy"] = pg.get("strategy", "PACK")
+    runtime_env = dict(ray.get_runtime_context().runtime_env)
+    if ENABLE_WORKER_PROCESS_SETUP_HOOK:
+        runtime_env["worker_process_setup_hook"] = "ray.llm._internal.serve._worker_process_setup_hook"
+    actor = options.get("ray_actor_options", {})
+    actor["runtime_env"] = {**runtime_env, **actor.get("runtime_env", {}), **(args.get("runtime_env") or {})}
+    options["ray_actor_options"] = actor
+    options["name"] = name
+    defaults = {
+        "max_ongoing_requests": DEFAULT_MAX_ONGOING_REQUESTS,
+        "health_check_period_s": DEFAULT_HEALTH_CHECK_PERIOD_S,
+        "health_check_timeout_s": DEFAULT_HEALTH_CHECK_TIMEOUT_S,
+        "autoscaling_config": {"target_ongoing_requests": DEFAULT_MAX_TARGET_ONGOING_REQUESTS},
+    }
+    return maybe_apply_llm_deployment_config_defaults(defaults, options)
 
 
 def build_model_deployment(model: EngineConfig, path: str, omp_threads_bind: str | None) -> Any:
     """A bound Serve application for one model (RouterLLMServer behind ray.serve.llm's options)."""
-    from ray.serve.llm import build_llm_deployment
+    name = f"model-{model.id}"
+    args = llm_config_args(model, path, omp_threads_bind)
+    if model.accelerator != "cpu":
+        from ray.serve.llm import build_llm_deployment
 
-    cfg = llm_config(model, path, omp_threads_bind)
-    return build_llm_deployment(cfg, name_prefix="model:", override_serve_options={"name": f"model-{model.id}"})
+        return build_llm_deployment(llm_config(model, path, omp_threads_bind), name_prefix="model:",
+                                    override_serve_options={"name": name})
+    from ray import serve
 
-
-def _import_server_base() -> type:
-    from ray.serve.llm import LLMServer
-
-    return LLMServer
-
-
-class RouterLLMServer(_import_server_base()):  # type: ignore[misc]
-    """LLMServer plus the dict-level calls the router's ingress uses (see module docstring)."""
-
-    async def wake(self) -> dict[str, Any]:
-        """The router's wake-up call for a model scaled to zero: Serve's autoscaler counts the call queued
-        at the handle and starts a replica; the answer says a replica is up and serving."""
-        return {"pid": os.getpid()}
-
-    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        async for item in self._engine_call(endpoint, {**body, "stream": False}):
-            return _response_dict(item)
-        raise RuntimeError("engine returned no response")
-
-    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        body = {**body, "stream": True}
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        async for item in self._engine_call(endpoint, body):
-            if not isinstance(item, str):
-                yield _response_dict(item)  # an ErrorResponse before any chunk
-                return
-            for line in item.splitlines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:].strip()
-                if data == _DONE:
-                    return
-                yield json.loads(data)
-
-    async def _engine_call(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[Any]:
-        from ray.llm._internal.serve.core.configs.openai_api_models import (
-            ChatCompletionRequest,
-            CompletionRequest,
-        )
-
-        request_cls = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
-        request = request_cls(**body)
-        gen = await self._run_request(request, engine_method=endpoint, batch_output_stream=False)
-        async for item in gen:
-            yield item
+    # Serve imports a deployment named by import path in the replica, not here (ray.serve's
+    # ReplicaConfig takes "module:attr" strings); the stand-in only carries the options to .options().
+    options = cpu_deployment_options(args, name)
+    return serve.deployment(_StandIn, **options).options(func_or_class=SERVER_CLS).bind(llm_config=args)
 
 
-def _response_dict(item: Any) -> dict[str, Any]:
-    data = item.model_dump(exclude_none=True) if hasattr(item, "model_dump") else dict(item)
-    if "error" in data and "choices" not in data:
-        err = data["error"]
-        from deployments.contracts import BadRequest, UpstreamError
+class _StandIn:
+    """Replaced by SERVER_CLS before the deployment is bound (never instantiated)."""
 
-        status = int(err.get("code") or 500)
-        cls = BadRequest if 400 <= status < 500 else UpstreamError
-        raise cls(f"model engine: {err.get('message', 'error')}", code="engine_error")
-    return data
+
+def __getattr__(name: str) -> Any:
+    if name == "RouterLLMServer":  # the class lives in deployments.vllm_server (imports vLLM)
+        from deployments.vllm_server import RouterLLMServer
+
+        return RouterLLMServer
+    raise AttributeError(name)

@@ -64,3 +64,92 @@ def test_prepared_local_model_skips_the_download_task(tmp_path) -> None:
     asyncio.run(hub.on_before_node_init())  # not on disk: ray.serve.llm downloads it as usual
     assert hub.ctx.run_init_node is True
     assert not ray.is_initialized()  # unit tests must not leave a Ray behind for later ones
+
+
+class _NoRayContext:
+    """ray.get_runtime_context() stand-in: the real one starts a Ray outside a Ray worker."""
+
+    runtime_env: dict[str, object] = {}
+
+
+def _built(app: object) -> tuple[object, object]:
+    d = app._bound_deployment  # type: ignore[attr-defined]
+    return d._deployment_config, d._replica_config
+
+
+def test_cpu_model_build_imports_no_vllm_and_matches_ray_serve_llm(monkeypatch) -> None:
+    """The builder's light path (no vLLM in `serve run`'s build task) gives the deployment that
+    ray.serve.llm's build_llm_deployment gives, for fixed replicas and for autoscaling."""
+    import subprocess
+    import sys
+
+    import ray
+
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: _NoRayContext())
+    from ray.serve.llm import LLMConfig, build_llm_deployment
+
+    from deployments.vllm import build_model_deployment
+    from deployments.vllm_server import RouterLLMServer
+
+    for over in ({"num_replicas": 2}, {"autoscaling": {"min_replicas": 0, "max_replicas": 2}}):
+        m = entry(**over, cpu={"replica_cpus": 0.25, "engine_cpus": 0.5, "omp_threads_bind": "1"})
+        ours = build_model_deployment(m, "/models/m1", "1")
+        ray_llm = build_llm_deployment(llm_config(m, "/models/m1", "1"), name_prefix="model:",
+                                       override_serve_options={"name": "model-m1"})
+        (dc, rc), (rdc, rrc) = _built(ours), _built(ray_llm)
+        assert ours._bound_deployment.name == ray_llm._bound_deployment.name == "model-m1"  # type: ignore[attr-defined]
+        assert dc.model_dump() == rdc.model_dump(), over
+        for field in ("ray_actor_options", "placement_group_bundles", "placement_group_strategy",
+                      "max_replicas_per_node"):
+            assert getattr(rc, field) == getattr(rrc, field), field
+        assert rc.deployment_def == "deployments.vllm_server.RouterLLMServer"  # imported in the replica
+        cfg = LLMConfig(**rc.init_kwargs["llm_config"])  # what RouterLLMServer.__init__ builds
+        assert cfg.model_dump() == rrc.init_kwargs["llm_config"].model_dump()
+        assert cfg.server_cls is RouterLLMServer
+    # and the builder's own imports stay light: a fresh interpreter, as in the build task
+    code = ("import sys, ray\n"
+            "ray.get_runtime_context = lambda: type('C', (), {'runtime_env': {}})()\n"
+            "from deployments.local_config import LocalModelConfig\n"
+            "from deployments.vllm import build_model_deployment\n"
+            "m = LocalModelConfig.model_validate({'id': 'm1', 'source': '/m', 'input_price_per_mtok': 0,"
+            " 'output_price_per_mtok': 0})\n"
+            "build_model_deployment(m, '/m', '0')\n"
+            "print(sorted(k for k in ('vllm', 'torch', 'transformers') if k in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _child_checks(fd: int) -> None:
+    import stat as st
+
+    import vllm.utils.system_utils as su
+
+    ok = (os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "fork" and su.is_in_ray_actor() is False
+          and st.S_ISCHR(os.fstat(fd).st_mode))  # the inherited socket now points at /dev/null
+    os._exit(0 if ok else 3)
+
+
+def test_engine_core_is_forked_with_inherited_sockets_dropped(monkeypatch) -> None:
+    import socket
+
+    import vllm.v1.engine.utils as engine_utils
+
+    from deployments.vllm_plugin import fork_engine_core
+
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "spawn")  # as vLLM's CPU platform leaves it
+    original = engine_utils.get_mp_context
+    a, b = socket.socketpair()  # stands in for the replica's Ray connections
+    try:
+        with fork_engine_core():
+            ctx = engine_utils.get_mp_context()
+            assert ctx.get_start_method() == "fork"
+            p = ctx.Process(target=_child_checks, args=(a.fileno(),))
+            p.start()
+            p.join(60)
+        assert p.exitcode == 0
+        assert engine_utils.get_mp_context is original  # vLLM's own choice again outside the start
+        a.send(b"x")  # the parent's socket is untouched
+        assert b.recv(1) == b"x"
+    finally:
+        a.close()
+        b.close()
