@@ -253,7 +253,8 @@ class Relay:
         for ch in choices:
             if not isinstance(ch, dict):
                 continue
-            delta = ch.get("delta") if isinstance(ch.get("delta"), dict) else {}
+            d = ch.get("delta")
+            delta: dict[str, Any] = d if isinstance(d, dict) else {}
             if ch.get("index", 0) != 0 or delta.get("tool_calls") or delta.get("function_call"):
                 self.continuable = False  # docs/router.md: tool calls and n > 1 are not continued
         chunk["model"] = a.tid
@@ -272,8 +273,8 @@ class Relay:
     def _closing(self, model: str) -> list[dict[str, Any]]:
         """Chunks ending a stream whose max_tokens (or budget) ran out at a failure: a finish, usage."""
         base = {"id": self._id, "object": self._object, "created": self._created, "model": model}
-        end = {"index": 0, "finish_reason": "length", **(
-            {"delta": {}} if self._object == "chat.completion.chunk" else {"text": ""})}
+        end: dict[str, Any] = {"index": 0, "finish_reason": "length"}
+        end.update({"delta": {}} if self._object == "chat.completion.chunk" else {"text": ""})
         out = [{**base, "choices": [end]}]
         if self._wants_usage:
             out.append({**base, "choices": [], "usage": self._total()})
