@@ -274,7 +274,10 @@ class Relay:
         """Chunks ending a stream whose max_tokens (or budget) ran out at a failure: a finish, usage."""
         base = {"id": self._id, "object": self._object, "created": self._created, "model": model}
         end: dict[str, Any] = {"index": 0, "finish_reason": "length"}
-        end.update({"delta": {}} if self._object == "chat.completion.chunk" else {"text": ""})
+        if self._object == "chat.completion.chunk":
+            end["delta"] = {}
+        else:
+            end["text"] = ""
         out = [{**base, "choices": [end]}]
         if self._wants_usage:
             out.append({**base, "choices": [], "usage": self._total()})
