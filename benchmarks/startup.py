@@ -93,6 +93,19 @@ def timeline(ray_tmp: Path, t0_wall: float) -> dict[str, Any]:
     return out
 
 
+def _wait_port_free(port: int, timeout: float = 90) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"port {port} is still in use; pass --port")
+        time.sleep(1)
+
+
 def time_to_first_answer(
     cfg: Path, port: int, timeout: float, log: Path, env: dict[str, str], keep_logs: bool = False
 ) -> dict[str, Any]:
@@ -100,6 +113,7 @@ def time_to_first_answer(
 
     body = {"model": "auto", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    _wait_port_free(port)  # an earlier run's proxy still answering there would be timed as this start
     ray_tmp = Path(tempfile.mkdtemp(prefix="st-ray-", dir="/tmp"))  # this run's own Ray logs, for timeline()
     env = {**env, "RAY_TMPDIR": str(ray_tmp)}
     t0_wall = time.time()
