@@ -375,6 +375,22 @@ class Relay:
             await aclose_quietly(self._up)
 
 
+async def first_chunk(a: Attempt, agen: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+    """A stream's first chunk, awaited through its Attempt (its time limit). On any failure the stream is
+    closed and the error re-raised; a cancellation is booked on the Attempt first (the caller books other
+    failures its own way: failover before the first chunk, or the next continuation candidate)."""
+    try:
+        first = await a.call(anext(agen))
+        if error_event(first):  # an error event before any output: the target failed
+            raise BadGateway(f"target '{a.tid}' sent an error event before any output")
+        return first
+    except BaseException as e:
+        await aclose_quietly(agen)
+        if isinstance(e, (asyncio.CancelledError, GeneratorExit)):
+            a.abandon("cancelled")
+        raise
+
+
 async def aclose_quietly(agen: Any) -> None:
     close = getattr(agen, "aclose", None)
     if close is not None:

@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from router.attempt import Attempt, aclose_quietly, error_event
-from router.errors import BadGateway, BudgetExhausted
+from router.attempt import Attempt, first_chunk
+from router.errors import BudgetExhausted
 from router.parse import estimate_tokens
 from router.plan import Plan
 
@@ -148,13 +148,9 @@ class Continuer:
             s.metrics.fallback(failed.tid, tid, "continue")
             agen = s.clients[tid].stream(plan.endpoint, sent)
             try:
-                first = await a.call(anext(agen))
-                if error_event(first):
-                    raise BadGateway(f"target '{tid}' sent an error event before any output")
+                first = await first_chunk(a, agen)
             except BaseException as e:
-                await aclose_quietly(agen)
                 if isinstance(e, (asyncio.CancelledError, GeneratorExit)):
-                    a.abandon("cancelled")
                     raise
                 a.fail(e)
                 continue

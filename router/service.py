@@ -21,11 +21,11 @@ from opentelemetry.trace import Span
 from deployments.contracts import TargetClient
 from policies.base import Policy
 from policies.types import Target
-from router.attempt import Attempt, Deps, Relay, aclose_quietly, error_event
+from router.attempt import Attempt, Deps, Relay, first_chunk
 from router.auth import AuthConfig, KeyStore
 from router.budget import Budget, LocalLedger
 from router.continuation import Continuer
-from router.errors import BadGateway, BudgetExhausted, NoHealthyTarget, RouterError, UpstreamError
+from router.errors import BudgetExhausted, NoHealthyTarget, RouterError, UpstreamError
 from router.limits import LimitsConfig
 from router.metrics import Metrics, NoMetrics
 from router.parse import Endpoint
@@ -136,13 +136,9 @@ class RouterService:
                     break
                 agen = self.clients[tid].stream(plan.endpoint, sent)
                 try:
-                    first = await a.call(anext(agen))
-                    if error_event(first):  # an error event before any output: the target failed
-                        raise BadGateway(f"target '{tid}' sent an error event before any output")
+                    first = await first_chunk(a, agen)
                 except BaseException as e:
-                    await aclose_quietly(agen)
                     if isinstance(e, (asyncio.CancelledError, GeneratorExit)):
-                        a.abandon("cancelled")
                         raise
                     last = self._failed(a, e)
                     continue
