@@ -60,9 +60,9 @@ class LedgerConfig(BaseModel):
 
 # -- storage -----------------------------------------------------------------------------------------
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS spend (key TEXT PRIMARY KEY, spent REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS leases (holder TEXT NOT NULL, key TEXT NOT NULL, amount REAL NOT NULL, "
-    "expires REAL NOT NULL, PRIMARY KEY (holder, key))",
+    "CREATE TABLE IF NOT EXISTS spend (key TEXT PRIMARY KEY, spent DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS leases (holder TEXT NOT NULL, key TEXT NOT NULL, amount DOUBLE PRECISION NOT NULL, "
+    "expires DOUBLE PRECISION NOT NULL, PRIMARY KEY (holder, key))",
 )
 
 
@@ -90,26 +90,51 @@ class LedgerServer:
 
     def __init__(self, url: str = "sqlite:///:memory:", *, lease_ttl_s: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
+        self._url = url
         self._conn, m = connect(url)
-        # SQLite: take the write lock at BEGIN, so two writers on one file wait instead of deadlocking
-        self._begin = "BEGIN IMMEDIATE" if m == "?" else "BEGIN"
+        # Writers are serialized per store, not only per process (an old and a new ledger replica, or two
+        # clusters on one database, may overlap): SQLite takes the file's write lock at BEGIN IMMEDIATE;
+        # PostgreSQL (READ COMMITTED would let two grants read the same free budget) locks both tables in
+        # a self-exclusive mode, readers outside the ledger unaffected.
+        self._begin: tuple[str, ...] = (
+            ("BEGIN IMMEDIATE",) if m == "?"
+            else ("BEGIN", "LOCK TABLE spend, leases IN SHARE ROW EXCLUSIVE MODE")
+        )
         self._q = {name: sql.replace("?", m) for name, sql in _SQL.items()}
         self._ttl, self._clock = lease_ttl_s, clock
         self._lock = threading.Lock()
         for stmt in _SCHEMA:
             self._conn.execute(stmt)
 
+    def _broken(self) -> bool:
+        """The connection is gone (psycopg: the database server restarted or the network dropped)."""
+        return bool(getattr(self._conn, "broken", False) or getattr(self._conn, "closed", False))
+
     def _run(self, fn: Callable[[Any], Any]) -> Any:
         with self._lock:
-            cur = self._conn.cursor()
-            cur.execute(self._begin)
-            try:
-                out = fn(cur)
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
-            return out
+            for attempt in (0, 1):
+                if self._broken():
+                    self._conn, _ = connect(self._url)
+                cur = self._conn.cursor()
+                try:
+                    for stmt in self._begin:
+                        cur.execute(stmt)
+                except Exception:
+                    # Nothing of this transaction ran yet: a connection found dead here is retried once on
+                    # a new one. A failure later (COMMIT included) is not retried: it may have committed.
+                    if attempt == 0 and self._broken():
+                        logger.warning("budget ledger: database connection lost; reconnecting")
+                        continue
+                    raise
+                try:
+                    out = fn(cur)
+                except BaseException:
+                    if not self._broken():
+                        cur.execute("ROLLBACK")
+                    raise
+                cur.execute("COMMIT")
+                return out
+            raise AssertionError("unreachable")
 
     def _one(self, cur: Any, name: str, *args: Any) -> float:
         cur.execute(self._q[name], args)

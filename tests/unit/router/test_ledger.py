@@ -1,8 +1,14 @@
-"""The budget ledger and the per-replica Budget that leases from it (no Ray: the server in process)."""
+"""The budget ledger and the per-replica Budget that leases from it (no Ray: the server in process).
+
+Every ledger contract test runs against both stores: a SQLite file and a real PostgreSQL server
+(tests/support/postgres.py: the `pgserver` wheel's binaries on 127.0.0.1, a new database per test).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -11,14 +17,34 @@ from router.auth import Principal
 from router.budget import Budget, LocalLedger
 from router.errors import BudgetExhausted
 from router.ledger import LedgerConfig, LedgerServer, connect
+from tests.support.postgres import PostgresServer
+
+EPOCH = 1.8e9  # a clock that reads like time.time(): lease expiries must keep sub-second precision there
 
 
 def _key(name: str = "k", budget: float | None = 1.0) -> Principal:
     return Principal(name, None, Constraints.model_validate({}), budget)
 
 
-def test_grant_never_exceeds_budget_over_holders() -> None:
-    s = LedgerServer()
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    """An empty ledger store: a new SQLite file, or a new database on the PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/sub/ledger.sqlite"
+    return request.getfixturevalue("pg").create_database()
+
+
+def test_grant_never_exceeds_budget_over_holders(url) -> None:
+    s = LedgerServer(url)
     got = [s.grant(f"h{i}", "k", 0.1, 0.5, 1.0) for i in range(30)]
     assert sum(got) <= 1.0 + 1e-12
     assert got[0] == pytest.approx(0.5)  # half of what is free, at most `want`
@@ -26,8 +52,8 @@ def test_grant_never_exceeds_budget_over_holders() -> None:
     assert s.leased("k") == pytest.approx(sum(got))
 
 
-def test_report_books_spend_and_returns_lease() -> None:
-    s = LedgerServer()
+def test_report_books_spend_and_returns_lease(url) -> None:
+    s = LedgerServer(url)
     assert s.grant("h", "k", 0.2, 0.2, 1.0) == pytest.approx(0.2)
     s.report("h", {"k": 0.05}, {"k": 0.1})
     assert s.spent("k") == pytest.approx(0.05)
@@ -37,27 +63,32 @@ def test_report_books_spend_and_returns_lease() -> None:
     assert s.grant("h2", "k", 0.9, 0.9, 1.0) == pytest.approx(0.9)
 
 
-def test_expired_lease_of_a_dead_holder_is_freed() -> None:
-    now = [0.0]
-    s = LedgerServer(lease_ttl_s=10, clock=lambda: now[0])
+def test_expired_lease_of_a_dead_holder_is_freed(url) -> None:
+    now = [EPOCH]
+    s = LedgerServer(url, lease_ttl_s=10, clock=lambda: now[0])
     assert s.grant("dead", "k", 1.0, 1.0, 1.0) == pytest.approx(1.0)
     assert s.grant("live", "k", 0.1, 0.1, 1.0) == 0.0
-    now[0] = 11
+    now[0] = EPOCH + 9
+    assert s.grant("live", "k", 0.1, 0.1, 1.0) == 0.0  # not yet
+    now[0] = EPOCH + 11
     assert s.grant("live", "k", 0.1, 0.1, 1.0) == pytest.approx(0.1)
 
 
-def test_report_renews_the_holders_leases() -> None:
-    now = [0.0]
-    s = LedgerServer(lease_ttl_s=10, clock=lambda: now[0])
+def test_report_renews_the_holders_leases(url) -> None:
+    now = [EPOCH]
+    s = LedgerServer(url, lease_ttl_s=10, clock=lambda: now[0])
     s.grant("h", "k", 0.5, 0.5, 1.0)
-    now[0] = 8
+    now[0] = EPOCH + 8
     s.report("h", {}, {})
-    now[0] = 15
-    assert s.leased("k") == pytest.approx(0.5)
+    now[0] = EPOCH + 15
+    s.grant("other", "k", 0.1, 0.1, 1.0)  # expires what has expired
+    assert s.leased("k") == pytest.approx(0.6)
+    now[0] = EPOCH + 19
+    s.grant("other", "k", 0.1, 0.1, 1.0)
+    assert s.leased("k") == pytest.approx(0.2)  # h's renewed lease ran out at 18
 
 
-def test_spend_survives_reopening_the_file(tmp_path) -> None:
-    url = f"sqlite:///{tmp_path}/sub/ledger.sqlite"
+def test_spend_survives_a_new_ledger_instance(url) -> None:
     s = LedgerServer(url)
     s.grant("h", "k", 0.3, 0.3, 1.0)
     s.report("h", {"k": 0.25}, {"k": 0.05})
@@ -65,6 +96,53 @@ def test_spend_survives_reopening_the_file(tmp_path) -> None:
     again = LedgerServer(url)
     assert again.spent("k") == pytest.approx(0.25)
     assert again.grant("h2", "k", 0.8, 0.8, 1.0) == 0.0  # 0.75 left
+
+
+def test_concurrent_ledgers_on_one_store_never_overspend(url) -> None:
+    """Eight ledger instances (own connections, own threads) lease from one store at once: what they
+    hold and spend together never passes the budget, and every grant is accounted for."""
+    budget, need = 1.0, 0.01
+    servers = [LedgerServer(url) for _ in range(8)]
+    granted = [0.0] * len(servers)
+    start = threading.Barrier(len(servers))
+
+    def holder(i: int) -> None:
+        s = servers[i]
+        start.wait()
+        for n in range(40):
+            got = s.grant(f"h{i}", "k", need, 0.05, budget)
+            granted[i] += got
+            if got and n % 2:  # spend half of every other lease: reports race with grants
+                s.report(f"h{i}", {"k": got / 2}, {})
+
+    threads = [threading.Thread(target=holder, args=(i,)) for i in range(len(servers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = servers[0]
+    assert s.spent("k") + s.leased("k") <= budget + 1e-9
+    assert sum(granted) <= budget + 1e-9  # leases only shrink by what was spent or given back
+    assert s.spent("k") + s.leased("k") == pytest.approx(sum(granted))
+    assert s.grant("late", "k", need, need, budget) == 0.0  # nothing free: 8 x 40 asks outran the budget
+
+
+def test_postgres_restart_keeps_spend_and_the_ledger_reconnects(pg, caplog) -> None:
+    """The database server restarts under a live ledger: spend and leases are still there, and the
+    ledger's next call finds its connection dead, reconnects and succeeds (no call fails)."""
+    url = pg.create_database()
+    s = LedgerServer(url)
+    assert s.grant("h", "k", 0.4, 0.4, 1.0) == pytest.approx(0.4)
+    s.report("h", {"k": 0.3}, {})
+    old_pid = pg.proc.pid
+    pg.stop()
+    pg.start()
+    assert pg.proc.pid != old_pid
+    assert s.spent("k") == pytest.approx(0.3)  # over a new connection, from the restarted server
+    assert "reconnecting" in caplog.text
+    assert s.leased("k") == pytest.approx(0.1)
+    assert s.grant("h2", "k", 0.6, 0.6, 1.0) == pytest.approx(0.6)
+    assert s.grant("h3", "k", 0.01, 0.01, 1.0) == 0.0
 
 
 def test_bad_url_is_rejected() -> None:
@@ -105,8 +183,8 @@ async def test_budget_refuses_what_does_not_fit_and_release_gives_back() -> None
     assert (await b.usage(_key(budget=0.03)))["spent_usd"] == pytest.approx(0.02)
 
 
-async def test_two_replicas_share_one_budget() -> None:
-    ledger = LocalLedger()
+async def test_two_replicas_share_one_budget(url) -> None:
+    ledger = LocalLedger(LedgerServer(url))
     a, b = Budget(ledger, lease_usd=0.05), Budget(ledger, lease_usd=0.05)
     admitted = 0
 
