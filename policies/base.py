@@ -1,4 +1,4 @@
-"""The three small protocols the router relies on, one main method each."""
+"""The small protocols the router relies on, one main method each."""
 
 from __future__ import annotations
 
@@ -51,6 +51,16 @@ class Policy(Protocol):
     name: str
 
     def decide(self, request: RouteRequest, view: RoutingView) -> Decision: ...
+
+
+@runtime_checkable
+class EscalatingPolicy(Policy, Protocol):
+    """A cascade policy: a Policy that also judges the answer of its chosen target. The router calls
+    `accept` on a non-streamed answer and, while it says no, the decision's next alternate."""
+
+    def accept(self, answer_text: str, mean_logprob: float | None = None) -> bool:
+        """True when the answer looks good enough to return; False = escalate."""
+        ...
 
 
 class StaticView:

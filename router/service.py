@@ -14,12 +14,12 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from opentelemetry.trace import Span
 
 from deployments.contracts import TargetClient
-from policies.base import Policy
+from policies.base import EscalatingPolicy, Policy
 from policies.types import Target
 from router.attempt import Attempt, Deps, Relay, first_chunk
 from router.auth import AuthConfig, KeyStore
@@ -35,13 +35,6 @@ from router.usage import answer_signal, split_latency, usage_of
 from router.view import LiveView
 
 logger = logging.getLogger(__name__)
-
-
-@runtime_checkable
-class Accepting(Protocol):
-    """A cascade policy: judges the cheap answer and asks for escalation when it looks weak."""
-
-    def accept(self, answer_text: str, mean_logprob: float | None = None) -> bool: ...
 
 
 class RouterService:
@@ -75,7 +68,7 @@ class RouterService:
         self.telemetry = telemetry or Telemetry()
         self.metrics: Metrics = metrics or NoMetrics()
         self.budget = budget or Budget(LocalLedger())
-        self._accept = policy.accept if isinstance(policy, Accepting) else None
+        self._accept = policy.accept if isinstance(policy, EscalatingPolicy) else None
         self._deps = Deps(view, self.telemetry, self.metrics, self.budget)
         self._continuer = Continuer(self)
         self.planner = Planner(
