@@ -63,7 +63,28 @@ class EscalatingPolicy(Policy, Protocol):
         ...
 
 
-class StaticView:
+class ViewParts:
+    """The parts every RoutingView holds: its targets, latency view and quality predictor (a view
+    class sets `_targets`, `_latency`, `_quality` and adds `healthy`)."""
+
+    _targets: tuple[Target, ...]
+    _latency: LatencyView
+    _quality: QualityPredictor
+
+    @property
+    def targets(self) -> Sequence[Target]:
+        return self._targets
+
+    @property
+    def latency(self) -> LatencyView:
+        return self._latency
+
+    @property
+    def quality(self) -> QualityPredictor:
+        return self._quality
+
+
+class StaticView(ViewParts):
     """A RoutingView over fixed parts: for tests, offline replay and the simulator."""
 
     def __init__(
@@ -77,18 +98,6 @@ class StaticView:
         self._latency = latency
         self._quality = quality
         self._health = dict(health or {})
-
-    @property
-    def targets(self) -> Sequence[Target]:
-        return self._targets
-
-    @property
-    def latency(self) -> LatencyView:
-        return self._latency
-
-    @property
-    def quality(self) -> QualityPredictor:
-        return self._quality
 
     def healthy(self, target_id: str) -> bool:
         return self._health.get(target_id, True)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from policies.base import LatencyView, QualityPredictor
+from policies.base import LatencyView, QualityPredictor, ViewParts
 from policies.types import Target
 
 TargetState = Literal["healthy", "cooling_down", "down", "cold", "warming", "starting"]
@@ -43,7 +43,7 @@ class LearningLatency(Protocol):
     def error(self, target_id: str) -> None: ...
 
 
-class LiveView:
+class LiveView(ViewParts):
     """Implements `policies.base.RoutingView` over a latency view, a quality predictor and health."""
 
     def __init__(
@@ -60,7 +60,7 @@ class LiveView:
     ) -> None:
         self._targets = tuple(targets)
         self._raw_latency = latency
-        self._latency: LatencyView = _ColdLatency(latency, self) if cold_start_s else latency
+        self._latency = _ColdLatency(latency, self) if cold_start_s else latency
         # Scale-from-zero: the pushed state, the estimated cold start (prior, then measured) and, while a
         # wake-up is under way, when it began.
         self._scale: dict[str, ScaleState] = {}
@@ -81,23 +81,11 @@ class LiveView:
         # A static LatencyView learns nothing; a LearningLatency (policies.latency.LatencyEstimator) is fed.
         self._learn: LearningLatency | None = latency if isinstance(latency, LearningLatency) else None
 
-    # -- RoutingView ---------------------------------------------------------------------------------
-    @property
-    def targets(self) -> Sequence[Target]:
-        return self._targets
-
-    @property
-    def latency(self) -> LatencyView:
-        return self._latency
-
+    # -- RoutingView (targets, latency, quality: ViewParts) ------------------------------------------
     @property
     def raw_latency(self) -> LatencyView:
         """The estimator without cold-start waits (what a target would do once warm)."""
         return self._raw_latency
-
-    @property
-    def quality(self) -> QualityPredictor:
-        return self._quality
 
     def healthy(self, target_id: str) -> bool:
         """May a request be routed to it: healthy, or cold/warming (it then waits for the start-up)."""
