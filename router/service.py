@@ -130,9 +130,7 @@ class RouterService:
                 agen = self.clients[tid].stream(plan.endpoint, sent)
                 try:
                     first = await first_chunk(a, agen)
-                except BaseException as e:
-                    if isinstance(e, (asyncio.CancelledError, GeneratorExit)):
-                        raise
+                except Exception as e:  # a cancellation passes (first_chunk booked it)
                     last = self._failed(a, e)
                     continue
                 reason = plan.reason + ("+failover" if i else "")
