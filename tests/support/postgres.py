@@ -3,8 +3,8 @@
 
 `PostgresServer` runs `initdb` and `postgres` itself and stops the server by the pid it started (not
 through pgserver's own lifecycle, which shares servers between processes and stops them at exit).
-PostgreSQL refuses to run as root; as root (CI) the server runs as `nobody`, in a data directory owned
-by it.
+PostgreSQL refuses to run as root; as root (CI) the server runs as `nobody`, from a copy of the binaries
+in a directory owned by it.
 """
 
 from __future__ import annotations
@@ -44,12 +44,20 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="rr-pg-"))
         self.data = self.dir / "data"
         self._as: dict[str, Any] = {}
+        self.bin = bin_dir()
         if os.geteuid() == 0:  # postgres will not run as root
             pw = pwd.getpwnam("nobody")
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             self._as = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+            # `nobody` may not reach the venv (a checkout under a private home): a copy of the binaries, in
+            # the wheel's layout (lib/ and share/ beside bin/, libpq at the RPATH $ORIGIN/../../../pgserver.libs)
+            site, copy = self.bin.parents[2], self.dir / "pg"
+            for part in ("bin", "lib", "share"):
+                shutil.copytree(self.bin.parent / part, copy / "pgserver" / "pginstall" / part)
+            shutil.copytree(site / "pgserver.libs", copy / "pgserver.libs")
+            self.bin = copy / "pgserver" / "pginstall" / "bin"
         subprocess.run(
-            [str(bin_dir() / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "utf8",
+            [str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "utf8",
              "--no-sync"],
             check=True, capture_output=True, cwd=self.dir, **self._as,
         )
@@ -64,7 +72,7 @@ class PostgresServer:
         self.port = self.port or _free_port()
         log = open(self.dir / "log", "ab")  # noqa: SIM115 (the server's own log; closed with the server)
         self.proc = subprocess.Popen(
-            [str(bin_dir() / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
+            [str(self.bin / "postgres"), "-D", str(self.data), "-h", "127.0.0.1", "-p", str(self.port),
              "-k", str(self.dir), "-c", "fsync=off", "-c", "max_connections=200"],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.dir, **self._as,
         )
