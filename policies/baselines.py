@@ -14,18 +14,18 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import RoutingView
-from policies.estimates import eligible, estimate, latency_of
+from policies.estimates import Candidate, eligible, estimate, explained, latency_of
 from policies.registry import NO_KNOB, UNIT_GRID, register
-from policies.types import Decision, Estimate, RouteRequest
+from policies.types import Decision, RouteRequest
 
 _CFG = ConfigDict(frozen=True, extra="forbid")
 
 
-def _pick(reason: str, request: RouteRequest, ests: list[Estimate], order: list[int]) -> Decision:
+def _pick(reason: str, request: RouteRequest, ests: list[Candidate], order: list[int]) -> Decision:
     """Decision for ests[order[0]] with the rest of `order` as alternates."""
     if not order:
         return Decision(
-            target=None, outcome="reject", reason=f"{reason}:no-candidate", candidates=tuple(ests)
+            target=None, outcome="reject", reason=f"{reason}:no-candidate", candidates=explained(request, ests)
         )
     chosen = ests[order[0]]
     c = request.constraints
@@ -37,7 +37,7 @@ def _pick(reason: str, request: RouteRequest, ests: list[Estimate], order: list[
         predicted_quality=chosen.quality,
         predicted_latency_ms=latency_of(chosen, c),
         predicted_cost_usd=chosen.cost_usd,
-        candidates=tuple(ests),
+        candidates=explained(request, ests),
     )
 
 

@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import RoutingView
-from policies.estimates import eligible, estimate, latency_of, why_not
+from policies.estimates import eligible, estimate, explained, latency_of, why_not
 from policies.registry import NO_KNOB, register
 from policies.types import Decision, RouteRequest
 
@@ -73,9 +73,9 @@ class Cascade:
             chain = sorted(idx, key=lambda i: (ests[i].cost_usd, i))
         else:
             chain = list(idx)
-        # Hard bounds (latency, cost) still apply; quality is judged on the answer instead.
-        hard = c.model_copy(update={"min_quality": None})
-        ok = [i for i in chain if why_not(hard, 1.0, latency_of(ests[i], c), ests[i].cost_usd) is None]
+        # Hard bounds (latency, cost) still apply; quality is judged on the answer instead (a quality
+        # of 1.0 meets any min_quality, so only the other bounds can fail).
+        ok = [i for i in chain if why_not(c, 1.0, latency_of(ests[i], c), ests[i].cost_usd) is None]
         first = ok[0] if ok else chain[0]
         rest = [i for i in chain if i != first][: self.config.max_escalations]
         chosen = ests[first]
@@ -87,7 +87,7 @@ class Cascade:
             predicted_quality=chosen.quality,
             predicted_latency_ms=latency_of(chosen, c),
             predicted_cost_usd=chosen.cost_usd,
-            candidates=tuple(ests),
+            candidates=explained(request, ests),
         )
 
     def accept(self, answer_text: str, mean_logprob: float | None = None) -> bool:

@@ -25,9 +25,9 @@ from typing import ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import RoutingView
-from policies.estimates import eligible, estimate, latency_of, violation
+from policies.estimates import Candidate, eligible, estimate, explained, latency_of, target_table, violation
 from policies.registry import UNIT_GRID, register
-from policies.types import Constraints, Decision, Estimate, RouteRequest
+from policies.types import Decision, RouteRequest
 
 
 class CheapestFitConfig(BaseModel):
@@ -67,8 +67,10 @@ class CheapestFitConfig(BaseModel):
 
 
 def _decision(
-    outcome: str, reason: str, chosen: Estimate | None, alts: list[str], ests: list[Estimate], c: Constraints
+    outcome: str, reason: str, chosen: Candidate | None, alts: list[str], ests: list[Candidate],
+    request: RouteRequest,
 ) -> Decision:
+    c = request.constraints
     return Decision(
         target=chosen.target if chosen else None,
         alternates=tuple(alts),
@@ -77,7 +79,7 @@ def _decision(
         predicted_quality=chosen.quality if chosen else None,
         predicted_latency_ms=latency_of(chosen, c) if chosen else None,
         predicted_cost_usd=chosen.cost_usd if chosen else None,
-        candidates=tuple(ests),
+        candidates=explained(request, ests),
     )
 
 
@@ -95,11 +97,11 @@ class CheapestFit:
             request = request.model_copy(update={"constraints": c})
         targets, excluded = eligible(request, view)
         ests = estimate(request, view, targets)
-        kinds = {t.id: t.kind for t in targets}
-        order = {t.id: i for i, t in enumerate(targets)}
+        table = target_table(view.targets)
+        kinds, order = table.kind, table.index
         n_alt = self.config.max_alternates
 
-        def rank(e: Estimate) -> tuple[float, float, int]:
+        def rank(e: Candidate) -> tuple[float, float, int]:
             return (e.cost_usd, latency_of(e, c), order[e.target])
 
         fitting = sorted((e for e in ests if e.fits), key=rank)
@@ -116,21 +118,22 @@ class CheapestFit:
                         fitting.insert(0, roomy)
                         chosen, reason = roomy, "cheapest-fit:spill"
             alts = [e.target for e in fitting[1:]] + api_spare
-            return _decision("route", reason, chosen, alts[:n_alt], ests, c)
+            return _decision("route", reason, chosen, alts[:n_alt], ests, request)
 
-        return unsatisfied(ests, kinds, excluded, c, rank, self.config.on_unsatisfiable, n_alt)
+        return unsatisfied(ests, kinds, excluded, request, rank, self.config.on_unsatisfiable, n_alt)
 
 
 def unsatisfied(
-    ests: list[Estimate],
+    ests: list[Candidate],
     kinds: Mapping[str, str],
     excluded: list[str],
-    c: Constraints,
-    rank: Callable[[Estimate], tuple[float, float, int]],
+    request: RouteRequest,
+    rank: Callable[[Candidate], tuple[float, float, int]],
     on_unsatisfiable: str,
     n_alt: int | None,
 ) -> Decision:
     """The decision when no candidate fits: api fallback, best effort or reject (steps 4 of the doc)."""
+    c = request.constraints
     why = _why_locals_fail(ests, kinds, excluded)
     api = [e for e in ests if kinds[e.target] == "api"]
     best_effort = on_unsatisfiable == "best_effort"
@@ -142,18 +145,17 @@ def unsatisfied(
     if api and not (by_miss and kinds[by_miss[0].target] == "local"
                     and violation(by_miss[0], c) < violation(api[0], c)):
         return _decision(
-            "fallback", f"no-local-fits:{why}", api[0], [e.target for e in api[1:]][:n_alt], ests, c
+            "fallback", f"no-local-fits:{why}", api[0], [e.target for e in api[1:]][:n_alt], ests, request
         )
     if by_miss:
         alts = [e.target for e in by_miss[1:]][:n_alt]
-        return _decision("best_effort", f"best-effort:{why}", by_miss[0], alts, ests, c)
-    return _decision("reject", f"unsatisfiable:{why}", None, [], ests, c)
+        return _decision("best_effort", f"best-effort:{why}", by_miss[0], alts, ests, request)
+    return _decision("reject", f"unsatisfiable:{why}", None, [], ests, request)
 
 
-def _why_locals_fail(ests: list[Estimate], kinds: Mapping[str, str], excluded: list[str]) -> str:
+def _why_locals_fail(ests: list[Candidate], kinds: Mapping[str, str], excluded: list[str]) -> str:
     """Constraints the local candidates missed, e.g. 'min_quality+max_latency_ms', or why none qualified."""
     misses = sorted({e.why_not for e in ests if kinds[e.target] == "local" and e.why_not})
     if misses:
         return "+".join(misses)
     return "+".join(sorted(set(excluded) - {"no-fallback"})) or "no-candidate"
-

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from policies.base import RoutingView
+from policies.base import LatencyView, RoutingView
 from policies.types import Constraints, Estimate, RouteRequest, Target
 
 # Names used in Estimate.why_not and in reasons: the Constraints field that fails.
 MIN_QUALITY = "min_quality"
 MAX_LATENCY = "max_latency_ms"
 MAX_COST = "max_cost_usd"
+
+
+class TargetTable:
+    """Per-target constants of one target list, computed once per list (not once per decision)."""
+
+    __slots__ = ("targets", "kind", "index")
+
+    def __init__(self, targets: Sequence[Target]) -> None:
+        self.targets = targets
+        self.kind = {t.id: t.kind for t in targets}
+        self.index = {t.id: i for i, t in enumerate(targets)}  # config order: the last tie-break
+
+
+_TABLES: dict[int, TargetTable] = {}
+
+
+def target_table(targets: Sequence[Target]) -> TargetTable:
+    """The TargetTable of a view's target list. Views hand out the same list on every call, so this is
+    a dict lookup; the table keeps its list alive, so the id cannot be reused while it is cached."""
+    table = _TABLES.get(id(targets))
+    if table is None or table.targets is not targets:
+        if len(_TABLES) >= 64:  # views that build a new list per call must not grow this
+            _TABLES.clear()
+        table = _TABLES[id(targets)] = TargetTable(targets)
+    return table
 
 
 def eligible(request: RouteRequest, view: RoutingView) -> tuple[list[Target], list[str]]:
@@ -23,14 +49,16 @@ def eligible(request: RouteRequest, view: RoutingView) -> tuple[list[Target], li
     c = request.constraints
     allowed = set(c.allowed_targets) if c.allowed_targets is not None else None
     need = request.prompt_tokens + request.output_tokens
+    fallback = c.allow_fallback
+    healthy = view.healthy
     out: list[Target] = []
     excluded: list[str] = []
     for t in view.targets:
         if allowed is not None and t.id not in allowed:
             continue
-        if t.kind == "api" and not c.allow_fallback:
+        if not fallback and t.kind == "api":
             excluded.append("no-fallback")
-        elif not view.healthy(t.id):
+        elif not healthy(t.id):
             excluded.append("unhealthy")
         elif t.context_window < need:
             excluded.append("context_window")
@@ -50,13 +78,37 @@ def why_not(c: Constraints, quality: float, latency_ms: float, cost_usd: float) 
     return None
 
 
+class Candidate:
+    """What a policy knows of one eligible target during a decision: `Estimate`'s fields, as a plain
+    object. Policies rank these; `explained` turns them into `Estimate`s for `Decision.candidates`
+    only when the request asks for it (`RouteRequest.explain`), as the trace span does."""
+
+    __slots__ = ("target", "quality", "ttft_ms", "e2e_ms", "cost_usd", "fits", "why_not")
+
+    def __init__(self, target: str, quality: float, ttft_ms: float, e2e_ms: float, cost_usd: float,
+                 why_not: str | None) -> None:
+        self.target, self.quality, self.ttft_ms, self.e2e_ms = target, quality, ttft_ms, e2e_ms
+        self.cost_usd, self.why_not, self.fits = cost_usd, why_not, why_not is None
+
+    def to_estimate(self) -> Estimate:
+        return _make(self.target, self.quality, self.ttft_ms, self.e2e_ms, self.cost_usd, self.why_not)
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.target!r}, q={self.quality}, e2e={self.e2e_ms}, cost={self.cost_usd})"
+
+
+def explained(request: RouteRequest, cands: Sequence[Candidate]) -> tuple[Estimate, ...]:
+    """`Decision.candidates`: every candidate's Estimate when the request asks for them, else ()."""
+    return tuple(e.to_estimate() for e in cands) if request.explain else ()
+
+
 def estimate(
     request: RouteRequest,
     view: RoutingView,
     targets: Sequence[Target],
     quality: Mapping[str, float] | None = None,
-) -> list[Estimate]:
-    """One Estimate per target (same order): predicted quality, TTFT, e2e, cost, and fit.
+) -> list[Candidate]:
+    """One Candidate per target (same order): predicted quality, TTFT, e2e, cost, and fit.
 
     `quality` = predictions the caller already has ({target: P(ok)}); None = ask `view.quality`.
     """
@@ -65,17 +117,44 @@ def estimate(
     c = request.constraints
     if quality is None:
         quality = view.quality.predict(request.prompt, targets)
-    lat = view.latency
     p_tok, o_tok = request.prompt_tokens, request.output_tokens
     use_ttft = c.latency_metric == "ttft"
+    lats = predict_all(view.latency, targets, p_tok, o_tok)
     out = []
-    for t in targets:
-        q = quality.get(t.id, t.quality_prior)
-        ttft, e2e = lat.predict(t, p_tok, o_tok)
+    for t, (ttft, e2e) in zip(targets, lats, strict=True):
+        tid = t.id
+        q = quality.get(tid, t.quality_prior)
         cost = (p_tok * t.input_price_per_mtok + o_tok * t.output_price_per_mtok) / 1e6  # expected_cost_usd
         bad = why_not(c, q, ttft if use_ttft else e2e, cost)
-        out.append(_make(t.id, q, ttft, e2e, cost, bad))
+        out.append(Candidate(tid, q, ttft, e2e, cost, bad))
     return out
+
+
+def predict_all(
+    latency: LatencyView, targets: Sequence[Target], prompt_tokens: int, output_tokens: int
+) -> Sequence[tuple[float, float]]:
+    """`latency.predict` for every target: one call when the view's class offers `predict_many`
+    (policies.latency.LatencyEstimator), else a call per target."""
+    many = _batch_method(type(latency))
+    if many is not None:
+        return many(latency, targets, prompt_tokens, output_tokens)  # type: ignore[no-any-return]
+    return [latency.predict(t, prompt_tokens, output_tokens) for t in targets]
+
+
+_BATCH: dict[type, Callable[..., Any] | None] = {}
+
+
+def _batch_method(cls: type) -> Callable[..., Any] | None:
+    """The class's `predict_many` if it answers for its `predict`. The class is asked, not the object
+    (a wrapper that forwards unknown attributes, like a cold-start adjustment, must not be bypassed),
+    and a subclass that overrides `predict` alone keeps its per-target calls."""
+    if cls not in _BATCH:
+        def definer(name: str) -> int:
+            return next((i for i, k in enumerate(cls.__mro__) if name in vars(k)), len(cls.__mro__))
+
+        many = getattr(cls, "predict_many", None)
+        _BATCH[cls] = many if many is not None and definer("predict_many") <= definer("predict") else None
+    return _BATCH[cls]
 
 
 _FIELDS = frozenset(Estimate.model_fields)
@@ -115,12 +194,12 @@ def _pick_maker():  # type: ignore[no-untyped-def]
 _make = _pick_maker()
 
 
-def latency_of(e: Estimate, c: Constraints) -> float:
+def latency_of(e: Estimate | Candidate, c: Constraints) -> float:
     """The latency the request's constraint is about."""
     return e.ttft_ms if c.latency_metric == "ttft" else e.e2e_ms
 
 
-def violation(e: Estimate, c: Constraints) -> float:
+def violation(e: Estimate | Candidate, c: Constraints) -> float:
     """How far an estimate misses the constraints, as a sum of relative shortfalls (0 = fits)."""
     v = 0.0
     if c.min_quality is not None and e.quality < c.min_quality:

@@ -26,6 +26,7 @@ runs lazily on the first `predict` after new observations. Single-threaded (asyn
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
@@ -274,20 +275,30 @@ class LatencyEstimator:
 
     def predict(self, target: Target, prompt_tokens: int, output_tokens: int) -> tuple[float, float]:
         """(ttft_ms, e2e_ms) a new request would see now, at the configured quantile."""
-        st = self._state.get(target.id) or self._ensure(target)
-        p_mean, p_q, t_mean, t_q, service, cv2 = st.snap or self._snapshot(st)
+        return self.predict_many((target,), prompt_tokens, output_tokens)[0]
+
+    def predict_many(
+        self, targets: Sequence[Target], prompt_tokens: int, output_tokens: int
+    ) -> list[tuple[float, float]]:
+        """`predict` for each target, in order, in one call (a decision asks about every candidate)."""
         decode = output_tokens - 1 if output_tokens > 1 else 0
-        d_mean, d_ex = decode * t_mean, decode * (t_q - t_mean)
-        p_ex = p_q - p_mean
-        slots = st.slots
-        k = st.in_flight - slots + 1
-        if k <= 0:
-            return p_q, p_mean + d_mean + math.sqrt(p_ex * p_ex + d_ex * d_ex)
-        w_mean, w_q = self._wait(k, service / slots, cv2)
-        w_ex = w_q - w_mean
-        ttft = w_mean + p_mean + math.sqrt(w_ex * w_ex + p_ex * p_ex)
-        e2e = w_mean + p_mean + d_mean + math.sqrt(w_ex * w_ex + p_ex * p_ex + d_ex * d_ex)
-        return ttft, e2e
+        state, sqrt = self._state, math.sqrt
+        out = []
+        for target in targets:
+            st = state.get(target.id) or self._ensure(target)
+            p_mean, p_q, t_mean, t_q, service, cv2 = st.snap or self._snapshot(st)
+            d_mean, d_ex = decode * t_mean, decode * (t_q - t_mean)
+            p_ex = p_q - p_mean
+            slots = st.slots
+            k = st.in_flight - slots + 1
+            if k <= 0:
+                out.append((p_q, p_mean + d_mean + sqrt(p_ex * p_ex + d_ex * d_ex)))
+                continue
+            w_mean, w_q = self._wait(k, service / slots, cv2)
+            w_ex = w_q - w_mean
+            ttft = w_mean + p_mean + sqrt(w_ex * w_ex + p_ex * p_ex)
+            out.append((ttft, w_mean + p_mean + d_mean + sqrt(w_ex * w_ex + p_ex * p_ex + d_ex * d_ex)))
+        return out
 
     def _wait(self, k: int, gap_ms: float, cv2: float) -> tuple[float, float]:
         """Mean and quantile of the wait for the k-th departure from `slots` busy slots.

@@ -82,6 +82,12 @@ class RouteRequest(BaseModel):
         256, ge=1, description="Output length used for cost/latency when max_tokens is unknown."
     )
     constraints: Constraints = Field(default_factory=Constraints, description="Caller's constraints.")
+    explain: bool = Field(
+        True,
+        description="Fill Decision.candidates with every candidate's Estimate (the trace span reads "
+        "them). False: the same choice, target, alternates, reason and predictions, without the "
+        "per-candidate list; the router asks for it only when the decision is traced.",
+    )
 
     @property
     def output_tokens(self) -> int:

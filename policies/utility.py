@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from policies.base import RoutingView
 from policies.cheapest_fit import _decision, unsatisfied
-from policies.estimates import eligible, estimate, latency_of
+from policies.estimates import Candidate, eligible, estimate, latency_of, target_table
 from policies.registry import LOG_GRID, register
-from policies.types import Decision, Estimate, RouteRequest
+from policies.types import Decision, RouteRequest
 
 _TIE = 1e-9
 
@@ -102,15 +102,15 @@ class Utility:
         c = request.constraints
         targets, excluded = eligible(request, view)
         ests = estimate(request, view, targets)
-        kinds = {t.id: t.kind for t in targets}
-        order = {t.id: i for i, t in enumerate(targets)}
+        table = target_table(view.targets)
+        kinds, order = table.kind, table.index
 
-        def rank(e: Estimate) -> tuple[float, float, int]:
+        def rank(e: Candidate) -> tuple[float, float, int]:
             return (e.cost_usd, latency_of(e, c), order[e.target])
 
         fitting = [e for e in ests if e.fits]
         if not fitting:
-            return unsatisfied(ests, kinds, excluded, c, rank, cfg.on_unsatisfiable, cfg.max_alternates)
+            return unsatisfied(ests, kinds, excluded, request, rank, cfg.on_unsatisfiable, cfg.max_alternates)
         reason = "utility"
         if cfg.abstain_below is not None and _support(view, request.prompt) < cfg.abstain_below:
             prior = _prior(view)
@@ -125,7 +125,7 @@ class Utility:
         chosen = fitting[0]
         api_spare = [e.target for e in ests if not e.fits and kinds[e.target] == "api"]
         alts = [e.target for e in fitting[1:]] + api_spare
-        return _decision("route", reason, chosen, alts[: cfg.max_alternates], ests, c)
+        return _decision("route", reason, chosen, alts[: cfg.max_alternates], ests, request)
 
 
 def _support(view: RoutingView, prompt: str) -> float:

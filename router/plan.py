@@ -204,11 +204,15 @@ class Planner:
         if not any(self.view.healthy(t.id) for t in self.targets if allowed is None or t.id in allowed):
             raise self._unavailable(allowed or [t.id for t in self.targets], "no healthy target", "no-healthy-target")
         dspan = self.telemetry.decide(span)
+        traced = dspan.is_recording()
+        if not traced:  # nobody reads the per-candidate estimates: the policy skips building them
+            route = route.model_copy(update={"explain": False})
         try:
             t0 = time.perf_counter()
             decision = self.policy.decide(route, self.view)
             self.metrics.decision((time.perf_counter() - t0) * 1000)
-            dspan.set_attributes(decision_attributes(decision))
+            if traced:
+                dspan.set_attributes(decision_attributes(decision))
         finally:
             dspan.end()
         if decision.outcome == "reject" or decision.target is None:
