@@ -2,11 +2,15 @@
 
 `Budget` lives in one ingress replica and spends budget it leased from the ledger (router/ledger.py):
 a reservation that fits the local lease costs no hop; one that does not asks the ledger for more (one
-hop, then many requests without). A key without a budget reserves nothing but its spend is still
-reported, so `GET /v1/usage` shows it. What a request reserves is its expected cost at the planned
-output length (`max_tokens`, else `limits.expected_output_tokens`); the actual cost is settled after the
-call. An answer longer than planned can overrun its reservation by the difference; that is the only way
-spend can pass the budget, and the next request of that key then finds the budget gone.
+hop, then many requests without). Leases grow with demand: a key's first lease is one request's cost,
+each next one twice the last, up to `lease_usd`, so a replica that gets few of a key's requests does not
+park budget the other replicas need (back to one request's cost once its lease went back as idle).
+
+A key without a budget reserves nothing but its spend is still reported, so `GET /v1/usage` shows it.
+What a request reserves is its expected cost at the planned output length (`max_tokens`, else
+`limits.expected_output_tokens`); the actual cost is settled after the call. An answer longer than
+planned can overrun its reservation by the difference; that is the only way spend can pass the budget,
+and the next request of that key then finds the budget gone.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class Budget:
         self._last: dict[str, float] = {}  # last reservation per key (idle leases go back)
         self._locks: dict[str, asyncio.Lock] = {}
         self._inflight: dict[str, int] = {}  # reservations not settled (their lease must stay renewed)
+        self._grant: dict[str, float] = {}  # last lease granted per key (the next asks for twice that)
 
     async def reserve(self, principal: Principal, usd: float) -> Reservation:
         """Take `usd` of the key's budget for one call; BudgetExhausted (429) if it does not fit."""
@@ -100,14 +105,16 @@ class Budget:
             async with lock:  # one grant per key at a time; the others then find the new lease
                 have = self._avail.get(key, 0.0)
                 if have < usd:
-                    got = await self.ledger.grant(self.holder, key, usd - have,
-                                                  max(self._lease_usd, usd - have), budget)
+                    need = usd - have
+                    want = max(need, min(self._lease_usd, 2 * self._grant.get(key, 0.0)))
+                    got = await self.ledger.grant(self.holder, key, need, want, budget)
                     if got <= 0:
                         raise BudgetExhausted(
                             f"spend budget exhausted for key '{key}': this request's expected cost does not "
                             f"fit in what is left of {budget:.6f} USD"
                         )
-                    self._avail[key] = have + got
+                    self._avail[key] = self._avail.get(key, 0.0) + got  # settles may have come in meanwhile
+                    self._grant[key] = got
         self._avail[key] = self._avail.get(key, 0.0) - usd
         self._inflight[key] = self._inflight.get(key, 0) + 1
         return Reservation(key, usd, leased=True)
@@ -140,6 +147,7 @@ class Budget:
             if avail > 0 and (final or now - self._last.get(key, 0.0) > self._idle_s):
                 returned[key] = avail
                 self._avail[key] = 0.0
+                self._grant.pop(key, None)  # idle: its next lease starts small again
         used, self._used = self._used, {}
         holding = any(v > 0 for v in self._avail.values()) or any(self._inflight.values())
         if not used and not returned and not holding and not final:

@@ -162,12 +162,52 @@ async def test_budget_reserves_locally_and_leases_in_chunks() -> None:
 
     ledger.grant = counted  # type: ignore[method-assign]
     b = Budget(ledger, lease_usd=0.1)
-    rs = [await b.reserve(_key(), 0.01) for _ in range(5)]
-    assert len(calls) == 1  # one lease of 0.1 covers five reservations of 0.01
+    rs = [await b.reserve(_key(), 0.01) for _ in range(35)]
+    # leases grow with demand: one request's cost first, then twice the last, up to lease_usd (0.1);
+    # 35 reservations of 0.01 take 6 ledger calls, not 35
+    assert [c[3] for c in calls] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.1, 0.1])
     for r in rs:
         b.settle(r, 0.008)
     await b.flush()
-    assert ledger.server.spent("k") == pytest.approx(0.04)
+    assert ledger.server.spent("k") == pytest.approx(35 * 0.008)
+
+
+async def test_a_replica_with_few_requests_does_not_park_the_budget() -> None:
+    """Budget for 10: the replica asked first gets one request, the other nine; all ten are admitted
+    (with a first lease of half of what is free, the first replica parked five requests' worth)."""
+    ledger = LocalLedger()
+    quiet, busy = Budget(ledger, lease_usd=1.0), Budget(ledger, lease_usd=1.0)
+    key = _key(budget=10 * 0.01)
+    await quiet.reserve(key, 0.01)
+    for _ in range(9):
+        await busy.reserve(key, 0.01)
+    with pytest.raises(BudgetExhausted):
+        await busy.reserve(key, 0.01)
+    assert ledger.server.leased("k") == pytest.approx(0.1)
+
+
+async def test_a_settle_during_a_lease_request_is_kept() -> None:
+    """A call settled below its reservation while another request waits for a lease: the refund stays
+    in the replica's lease (it used to be overwritten, parking it at the ledger for the replica's life)."""
+    ledger = LocalLedger()
+    b = Budget(ledger, lease_usd=0.01)
+    key = _key(budget=1.0)
+    first = await b.reserve(key, 0.01)  # the whole first lease
+    gate = asyncio.Event()
+    grant = ledger.grant
+
+    async def slow(*a):
+        await gate.wait()
+        return await grant(*a)
+
+    ledger.grant = slow  # type: ignore[method-assign]
+    waiting = asyncio.create_task(b.reserve(key, 0.01))
+    await asyncio.sleep(0)
+    b.settle(first, 0.004)  # 0.006 back into the lease while the grant is in flight
+    gate.set()
+    await waiting
+    await b.flush(final=True)  # hands back everything not reserved
+    assert ledger.server.leased("k") == pytest.approx(0.01)  # only the reservation still open
 
 
 async def test_budget_refuses_what_does_not_fit_and_release_gives_back() -> None:
