@@ -8,16 +8,21 @@ Latency is fixed: `ttft_s` before the first token, then `token_delay_s` per furt
 is `max_tokens` (default `tokens`) words, with real usage counts.
 
 `Passthrough` is the two-hop floor for any router on Serve: it reads the body and forwards it by handle
-to the same deployment, with no parsing, policy or accounting.
+to the same deployment, with no parsing, policy or accounting. A body with `"stream": true` is streamed
+(the deployment's `stream` by handle through `HandleClient`, which unpacks batched chunks, out as SSE):
+the streaming benchmark's one-hop route to a vLLM engine, which has no HTTP route of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 
+from deployments.handle_client import HandleClient
 from tests.support.fake_engine import FakeEngineReplica
 
 # The tests' fake engine (tests/support/fake_engine.py), with the benchmark's Serve options: one fake
@@ -29,9 +34,19 @@ FakeLLM = serve.deployment(max_ongoing_requests=1024, ray_actor_options={"num_cp
 class Passthrough:
     def __init__(self, handle: Any) -> None:
         self._complete = handle.complete
+        self._client = HandleClient(handle)
 
     async def __call__(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, StreamingResponse
 
         body = json.loads(await request.body())
-        return JSONResponse(await self._complete.remote("chat", body))
+        if not body.get("stream"):
+            return JSONResponse(await self._complete.remote("chat", body))
+
+        async def sse() -> AsyncIterator[bytes]:
+            async with contextlib.aclosing(self._client.stream("chat", body)) as chunks:
+                async for c in chunks:
+                    yield b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")

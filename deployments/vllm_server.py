@@ -4,8 +4,10 @@ We use ray.serve.llm's LLMServer as it is and add one thin subclass for a need L
 dict-in, dict-out call. LLMServer.chat takes vLLM's request objects and, when streaming, yields batches
 of pre-rendered SSE strings; our ingress would then have to import vLLM and re-parse every chunk. The
 subclass builds the request and parses chunks inside the model replica (spreading that CPU over the
-model's replicas), skips LLMServer's output batching (it delays the first token we measure TTFT on),
-and only plain dicts cross the handle.
+model's replicas), and only plain dicts (and lists of them) cross the handle. It skips LLMServer's output
+batching, which holds every chunk, the first token's too, for up to 50 ms; streams are batched by
+deployments/handle_client.py's `batch_stream` instead (the first output chunk at once, later chunks
+grouped when they come faster than one per ROUTER_STREAM_BATCH_MS).
 
 Only the replica imports this module: the application builder names it by import path
 (`deployments.vllm`), so `serve run`'s build tasks never import vLLM.
@@ -13,14 +15,16 @@ Only the replica imports this module: the application builder names it by import
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.serve.llm import LLMConfig, LLMServer
 
+from deployments.handle_client import batch_interval_ms, batch_stream
 from deployments.vllm_plugin import engine_core_fork_enabled, fork_engine_core
 
 _DONE = "[DONE]"
@@ -40,13 +44,20 @@ class ForkingVLLMEngine(VLLMEngine):
 class RouterLLMServer(LLMServer):  # type: ignore[misc]
     """LLMServer plus the dict-level calls the router's ingress uses (see module docstring)."""
 
-    _default_engine_cls = ForkingVLLMEngine
+    _default_engine_cls = ForkingVLLMEngine  # type: ignore[assignment]
+    _stream_batch_ms: float | None = None  # set from ROUTER_STREAM_BATCH_MS in __init__
 
     async def __init__(self, llm_config: LLMConfig | dict[str, Any], **kwargs: Any) -> None:  # type: ignore[misc]
         # The builder passes LLMConfig's fields as a dict (building an LLMConfig imports torch).
         if isinstance(llm_config, dict):
             llm_config = LLMConfig(**llm_config)
+        self._stream_batch_ms = batch_interval_ms()
         await super().__init__(llm_config, **kwargs)
+
+    async def set_stream_batching(self, interval_ms: float | None) -> None:
+        """Change this replica's stream batching at run time (None: off); the streaming benchmark's switch
+        for a before/after comparison on one engine."""
+        self._stream_batch_ms = interval_ms
 
     async def _start_engine(self) -> None:
         # LLMServer's version then reports ray.serve.llm usage telemetry to a detached actor it creates on
@@ -66,22 +77,28 @@ class RouterLLMServer(LLMServer):  # type: ignore[misc]
             return _response_dict(item)
         raise RuntimeError("engine returned no response")
 
-    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any] | list[dict[str, Any]]]:
+        async with contextlib.aclosing(batch_stream(self._chunks(endpoint, body), self._stream_batch_ms)) as items:
+            async for item in items:
+                yield item
+
+    async def _chunks(self, endpoint: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         body = {**body, "stream": True}
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        async for item in self._engine_call(endpoint, body):
-            if not isinstance(item, str):
-                yield _response_dict(item)  # an ErrorResponse before any chunk
-                return
-            for line in item.splitlines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[6:].strip()
-                if data == _DONE:
+        async with contextlib.aclosing(self._engine_call(endpoint, body)) as items:
+            async for item in items:
+                if not isinstance(item, str):
+                    yield _response_dict(item)  # an ErrorResponse before any chunk
                     return
-                yield json.loads(data)
+                for line in item.splitlines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[6:].strip()
+                    if data == _DONE:
+                        return
+                    yield json.loads(data)
 
-    async def _engine_call(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[Any]:
+    async def _engine_call(self, endpoint: str, body: dict[str, Any]) -> AsyncGenerator[Any, None]:
         from ray.llm._internal.serve.core.configs.openai_api_models import (
             ChatCompletionRequest,
             CompletionRequest,

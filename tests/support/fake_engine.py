@@ -16,20 +16,29 @@ waits `stall_s`. A continuation (issue 16) answers the rest of the counting text
 `continue_final_message` and a final assistant message, or a completion prompt ending in the text's
 first words, starts after the words it already has (up to `words` in all). Answer ids start with
 `fake-<node id prefix>-`: multi-node tests read from answers where they were served.
+
+`stream` speaks RouterLLMServer's batched protocol (deployments/handle_client.py `batch_stream`, the same
+code): chunks alone up to the first with text, then the chunks arriving within `stream_batch_ms` of the
+previous object as one list; `stream_batch_ms` (ROUTER_STREAM_BATCH_MS by default; None: off) sets it,
+`configure(stream_batch_ms=..)` at run time. `stats()` counts the objects streams sent (`stream_objects`)
+and the chunks in them (`stream_chunks`). The HTTP `__call__` streams SSE for a `"stream": true` body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import ray
 from ray import serve
+
+from deployments.handle_client import batch_interval_ms, batch_stream
 
 ANSWER = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split()
 
@@ -49,13 +58,14 @@ class FakeEngineReplica:
     def __init__(self, tid: str, ttft_s: float = 0.02, token_delay_s: float = 0.005, words: int = 8,
                  fail_next: int = 0, fail: str = "error", error_event_after: int | None = None,
                  tokens: int | None = None, die_after: int | None = None, stall_after: int | None = None,
-                 stall_s: float = 30.0) -> None:
+                 stall_s: float = 30.0, stream_batch_ms: float | None | str = "env") -> None:
         words = tokens if tokens is not None else words  # `tokens`: the benchmarks' name for it
         self.tid, self.ttft_s, self.token_delay_s, self.words = tid, ttft_s, token_delay_s, words
         self.fail_next, self.fail, self.error_event_after = fail_next, fail, error_event_after
         self.die_after, self.stall_after, self.stall_s = die_after, stall_after, stall_s
+        self.stream_batch_ms = batch_interval_ms() if stream_batch_ms == "env" else stream_batch_ms
         self.counts = {"complete": 0, "stream": 0, "stream_done": 0, "cancelled": 0, "complete_cancelled": 0,
-                       "failed": 0, "continued": 0}
+                       "failed": 0, "continued": 0, "stream_objects": 0, "stream_chunks": 0}
         # Answer ids carry the node that served them (multi-node tests read placement from answers).
         self.node = ray.get_runtime_context().get_node_id()[:12]
 
@@ -117,7 +127,16 @@ class FakeEngineReplica:
             "usage": {"prompt_tokens": p, "completion_tokens": n, "total_tokens": p + n},
         }
 
-    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any] | list[dict[str, Any]]]:
+        interval = self.stream_batch_ms
+        assert interval is None or isinstance(interval, (int, float))
+        async with contextlib.aclosing(batch_stream(self._chunks(endpoint, body), interval)) as items:
+            async for item in items:
+                self.counts["stream_objects"] += 1
+                self.counts["stream_chunks"] += len(item) if isinstance(item, list) else 1
+                yield item
+
+    async def _chunks(self, endpoint: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         self.counts["stream"] += 1
         self._maybe_fail()
         start = self._start(endpoint, body)
@@ -156,9 +175,19 @@ class FakeEngineReplica:
             raise
 
     async def __call__(self, request: Any) -> Any:
-        from starlette.responses import JSONResponse
+        from starlette.responses import JSONResponse, StreamingResponse
 
-        return JSONResponse(await self.complete("chat", json.loads(await request.body())))
+        body = json.loads(await request.body())
+        if not body.get("stream"):
+            return JSONResponse(await self.complete("chat", body))
+
+        async def sse() -> AsyncIterator[bytes]:  # Serve batches a replica's HTTP messages itself
+            async with contextlib.aclosing(self._chunks("chat", body)) as chunks:
+                async for c in chunks:
+                    yield b"data: " + json.dumps(c, separators=(",", ":")).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
 
 
 FakeEngine = serve.deployment(max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.05})(FakeEngineReplica)
