@@ -62,7 +62,8 @@ class LatencyConfig(BaseModel):
 class DecayedSketch:
     """Count-decayed histogram of positive values with a decayed mean and quantile (lazy refresh)."""
 
-    __slots__ = ("_w", "_inc", "_growth", "_sum_w", "_sum_wx", "_sum_wxx", "_dirty", "_q", "_qcache")
+    __slots__ = ("_w", "_inc", "_growth", "_sum_w", "_sum_wx", "_sum_wxx", "_dirty", "_q", "_qcache", "_lo",
+                 "_hi")
 
     def __init__(self, half_life: float, q: float) -> None:
         self._w = np.zeros(_NBUCKETS)
@@ -75,6 +76,9 @@ class DecayedSketch:
         self._dirty = False
         self._q = q
         self._qcache = 0.0
+        # Buckets ever touched lie in [_lo, _hi]: the quantile's cumulative sum needs only those (the
+        # zeros around them add nothing, so the sums are the same to the last bit).
+        self._lo, self._hi = _NBUCKETS, -1
 
     def add(self, x: float) -> None:
         x = max(x, _MIN_MS)
@@ -87,6 +91,10 @@ class DecayedSketch:
             self._sum_wxx /= self._inc
             self._inc = 1.0
         self._w[i] += self._inc
+        if i < self._lo:
+            self._lo = i
+        if i > self._hi:
+            self._hi = i
         self._sum_w += self._inc
         self._sum_wx += self._inc * x
         self._sum_wxx += self._inc * x * x
@@ -110,11 +118,14 @@ class DecayedSketch:
 
     def quantile(self) -> float:
         if self._dirty:
-            cum = np.cumsum(self._w)
+            lo = self._lo
+            w = self._w[lo:self._hi + 1]
+            cum = np.cumsum(w)
             target = self._q * cum[-1]
-            i = int(np.searchsorted(cum, target))
-            below = cum[i - 1] if i else 0.0
-            frac = (target - below) / self._w[i] if self._w[i] else 0.5
+            j = int(np.searchsorted(cum, target))
+            below = cum[j - 1] if j else 0.0
+            frac = (target - below) / w[j] if w[j] else 0.5
+            i = lo + j
             # Interpolate geometrically inside the bucket.
             self._qcache = _MIN_MS * math.exp((i + frac) * _LOG_RATIO)
             self._dirty = False
