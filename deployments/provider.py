@@ -1,10 +1,14 @@
 """The proprietary-API target: any OpenAI-compatible provider behind timeouts, retries and a breaker.
 
 - `ProviderConfig`: one provider (the app config embeds a list of these, in fallback order).
-- `ProviderClient`: a `TargetClient` over an `httpx.AsyncClient` (transport injectable for tests).
-- `ProviderDeployment`: the Ray Serve deployment holding one client. It is built on first access
-  (module `__getattr__`) so importing this module never imports Ray; `ProviderReplica` is its plain
-  class body, callable without Ray.
+- `ProviderClient`: a `TargetClient` over an `httpx.AsyncClient` (transport injectable for tests). The
+  router ingress holds one per provider in each of its replicas and calls it in-process: no Serve hop
+  in front of the HTTP call (BENCHMARKS.md "API fallback: handle hop vs in-ingress client"). Each
+  ingress replica has its own breaker, so each one stops calling a failing provider on its own.
+- `AiohttpTransport`: the requests' transport (httpx's API over aiohttp's connection pool; httpx's own
+  pool spent ~22% of the ingress replica's CPU at c=32 checking every pooled socket on every request).
+- `ProviderClient.probe()`: the health check, on a second small connection pool of its own with its
+  own timeout, so it is never queued behind request traffic (the ingress runs it in the background).
 
 Retries happen only before anything was passed on to the caller; the per-request deadline
 (`timeouts.total_s`) bounds everything, backoff sleeps and Retry-After waits included. The API key
@@ -14,7 +18,6 @@ lives only in the outgoing Authorization header: never in config, logs, reprs or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -62,6 +65,9 @@ class TimeoutConfig(BaseModel):
     total_s: float = Field(
         default=120.0, gt=0, description="Per-request deadline over all attempts, waits and the whole stream."
     )
+    health_s: float = Field(
+        default=5.0, gt=0, description="Longest wait for one health probe (connect and answer), seconds."
+    )
 
 
 class ProviderConfig(BaseModel):
@@ -98,6 +104,14 @@ class ProviderConfig(BaseModel):
     )
     supports_tools: bool = Field(
         True, description="The provider's model takes `tools` (tool calling); set false for one that does not."
+    )
+    max_connections: int = Field(
+        default=100, ge=1, description="Most requests in flight to the provider per ingress replica; more wait "
+        "up to timeouts.connect_s for a connection (health probes have a connection of their own).",
+    )
+    health_path: str | None = Field(
+        default="models", description="Path under base_url the health probe GETs (with the key); null: no "
+        "probe, the breaker alone decides. A timeout, connection error, 5xx, 401 or 403 marks it down.",
     )
 
     @field_validator("base_url")
@@ -136,6 +150,85 @@ class ProviderConfig(BaseModel):
         )
 
 
+class _AiohttpBody(httpx.AsyncByteStream):
+    """An aiohttp response body as httpx reads it; closing it early closes the connection."""
+
+    def __init__(self, resp: Any) -> None:
+        self._resp = resp
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        import aiohttp
+
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise httpx.ReadTimeout("read timed out") from None
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as e:
+            raise httpx.ReadError(type(e).__name__) from None
+
+    async def aclose(self) -> None:
+        if self._resp.content.at_eof():
+            self._resp.release()  # read to the end: the connection goes back to the pool
+        else:
+            self._resp.close()  # abandoned mid-body: drop the connection (the provider sees it close)
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx transport over aiohttp's connection pool (`max_connections` at most), for the requests.
+
+    httpx does everything above the transport as before (URLs, headers, JSON, content decoding, timeouts
+    per request, MockTransport in tests); aiohttp only holds the connections and moves the bytes.
+    TLS uses httpx's default context (certifi, SSL_CERT_FILE), proxies come from the environment as
+    with httpx. aiohttp errors are raised as the httpx errors ProviderClient maps (names only, never
+    their text). The session is made on first use, in the event loop that uses it.
+    """
+
+    def __init__(self, max_connections: int = 100) -> None:
+        self._limit = max_connections
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        import aiohttp
+
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, ssl=httpx.create_ssl_context())
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=True,
+                                                  cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        import aiohttp
+
+        t = request.extensions.get("timeout") or {}
+        pool, connect = t.get("pool"), t.get("connect")
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, sock_read=t.get("read"),
+            connect=None if pool is None or connect is None else pool + connect,  # pool wait + connect
+        )
+        try:
+            resp = await self._open().request(
+                request.method, str(request.url), headers=request.headers.multi_items(), data=request.content,
+                allow_redirects=False, timeout=timeout,
+            )
+        except aiohttp.ConnectionTimeoutError:
+            raise httpx.ConnectTimeout("connect timed out") from None
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            raise httpx.ReadTimeout("read timed out") from None
+        except aiohttp.ClientConnectorError as e:
+            raise httpx.ConnectError(type(e).__name__) from None
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as e:
+            raise httpx.RemoteProtocolError(type(e).__name__) from None
+        except aiohttp.ClientError as e:
+            raise httpx.ReadError(type(e).__name__) from None
+        return httpx.Response(resp.status, headers=resp.raw_headers, stream=_AiohttpBody(resp))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class ProviderClient:
     """`TargetClient` for one provider. One instance per event loop (a Serve replica).
 
@@ -161,10 +254,30 @@ class ProviderClient:
         t = config.timeouts
         self._http = httpx.AsyncClient(
             base_url=config.base_url + "/",
-            transport=transport,
+            transport=transport or AiohttpTransport(config.max_connections),
             headers=config.headers,
             timeout=httpx.Timeout(connect=t.connect_s, read=t.read_s, write=t.read_s, pool=t.connect_s),
+            limits=httpx.Limits(max_connections=config.max_connections,
+                                max_keepalive_connections=min(20, config.max_connections)),
         )
+        # The health probe's own pool: a saturated request pool (or a provider slow to answer requests
+        # on their connections) never delays it; its timeout bounds connect, pool wait and answer.
+        self._probe_http = httpx.AsyncClient(
+            base_url=config.base_url + "/",
+            transport=transport,
+            headers=config.headers,
+            timeout=httpx.Timeout(t.health_s),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+        self.probe_failure: str | None = None  # why the last health probe failed; None: it passed (or none ran)
+
+    @classmethod
+    def from_env(cls, config: ProviderConfig, **kwargs: Any) -> ProviderClient:
+        """The client with its key read from the env var the config names (unset: reports unhealthy)."""
+        key = os.environ.get(config.api_key_env) or None
+        if key is None:
+            logger.warning("target %s: env var %s is not set; reporting unhealthy", config.id, config.api_key_env)
+        return cls(config, key, **kwargs)
 
     def __repr__(self) -> str:
         key = "***" if self._key else "unset"
@@ -174,6 +287,7 @@ class ProviderClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        await self._probe_http.aclose()
 
     async def __aenter__(self) -> ProviderClient:
         return self
@@ -188,7 +302,8 @@ class ProviderClient:
 
     @property
     def healthy(self) -> bool:
-        return self._key is not None and self.breaker.healthy
+        """Routable: a key, a breaker not open and no failed health probe. A read: changes no state."""
+        return self._key is not None and self.breaker.healthy and self.probe_failure is None
 
     def health(self) -> dict[str, Any]:
         snap = self.breaker.snapshot()
@@ -197,7 +312,39 @@ class ProviderClient:
             reason = f"API key env var {self.config.api_key_env} is not set"
         elif snap["state"] == "open":
             reason = f"circuit open after failures ({snap['last_failure']})"
-        return {"target": self.config.id, **snap, "healthy": self.healthy, "reason": reason}
+        elif self.probe_failure is not None:
+            reason = self.probe_failure
+        return {"target": self.config.id, **snap, "healthy": self.healthy, "probe_failure": self.probe_failure,
+                "reason": reason}
+
+    async def probe(self) -> bool | None:
+        """One health probe: GET `health_path` on the probe's own connection, bounded by `timeouts.health_s`.
+
+        True: the provider answered (2xx-4xx other than 401/403: a 404 or 429 still shows it is up);
+        False: timeout, connection error, 5xx, 401/403 (recorded in `probe_failure`, read by `healthy`);
+        None: no probe configured or no key. Never touches the breaker: its state moves with requests only.
+        """
+        if self._key is None or self.config.health_path is None:
+            return None
+        limit = self.config.timeouts.health_s
+        failure: str | None = None
+        try:
+            async with asyncio.timeout(limit):
+                resp = await self._probe_http.get(self.config.health_path, headers=self._auth())
+        except (TimeoutError, httpx.TimeoutException):
+            failure = f"health probe got no answer within {limit:g}s"
+        except httpx.TransportError as e:
+            failure = f"health probe: connection failed ({type(e).__name__})"
+        else:
+            if resp.status_code >= 500 or resp.status_code in (401, 403):
+                failure = f"health probe answered HTTP {resp.status_code}"
+        if failure != self.probe_failure:
+            if failure is None:
+                logger.warning("target %s: health probe passes again", self.config.id)
+            else:
+                logger.warning("target %s: %s; not routing to it until a probe passes", self.config.id, failure)
+        self.probe_failure = failure
+        return failure is None
 
     # -- TargetClient -----------------------------------------------------------------------------
     async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -396,43 +543,3 @@ class ProviderClient:
             code = f" ({f.detail})" if f.detail else ""
             return UpstreamRejected(self._msg(f"provider rejected the request with HTTP {f.status}{code}"))
         return BadGateway(self._msg(f"provider failed: {f.reason}{tail}"))
-
-
-class ProviderReplica:
-    """Body of `ProviderDeployment` (plain Python). Only dicts cross the handle, in and out."""
-
-    def __init__(
-        self, config: ProviderConfig | dict[str, Any], *, transport: httpx.AsyncBaseTransport | None = None
-    ):
-        cfg = config if isinstance(config, ProviderConfig) else ProviderConfig.model_validate(config)
-        key = os.environ.get(cfg.api_key_env) or None
-        if key is None:
-            logger.warning("target %s: env var %s is not set; reporting unhealthy", cfg.id, cfg.api_key_env)
-        self._client = ProviderClient(cfg, key, transport=transport)
-
-    async def complete(self, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._client.complete(endpoint, body)
-
-    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        # aclosing: when Serve closes this generator (caller gone), close the upstream stream now.
-        async with contextlib.aclosing(self._client.stream(endpoint, body)) as chunks:
-            async for chunk in chunks:
-                yield chunk
-
-    async def health(self) -> dict[str, Any]:
-        # async: runs on the replica's event loop, not in a thread beside the breaker it reads
-        return self._client.health()
-
-    def __repr__(self) -> str:
-        return f"ProviderReplica({self._client!r})"
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ProviderDeployment":
-        from ray import serve
-
-        # IO-bound proxy: many requests in flight per replica is fine.
-        deployment = serve.deployment(name="ProviderDeployment", max_ongoing_requests=128)(ProviderReplica)
-        globals()["ProviderDeployment"] = deployment
-        return deployment
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,8 +42,8 @@ def build_router(
     bind_engine: Callable[[Any], Any] | None = None,
     ingress_actor_options: dict[str, Any] | None = None,
 ) -> Any:
-    """Validate args and bind the ingress, plus one deployment per enabled provider and per local model
-    that has no application of its own, and the budget ledger.
+    """Validate args and bind the ingress, plus one deployment per local model that has no application
+    of its own, and the budget ledger. Providers get no deployment: the ingress calls them itself.
 
     Test seams (Serve calls `build(args)` only): `bind_engine(model entry)` may return a bound
     deployment to serve that model instead of vLLM (the reliability suite's fake engine; its source is
@@ -82,13 +82,6 @@ def build_router(
         for m in inline:
             cache = _cache(m.cache_dir or cfg.cache_dir)
             handles[m.id] = build_model_deployment(m, model_path(m.id, m.source, cache), binds.get(m.id))
-    if providers:
-        from deployments.provider import ProviderDeployment
-
-        for p in providers:
-            handles[p.id] = ProviderDeployment.options(
-                name=f"provider-{p.id}", ray_actor_options={"num_cpus": 0.05}
-            ).bind(p.model_dump(mode="json"))
 
     enabled = cfg.model_copy(update={"providers": providers})
     log.info(

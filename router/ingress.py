@@ -1,6 +1,8 @@
 """The Serve ingress deployment: builds the RouterService in the replica and serves router.api's app.
 
-The request path is proxy -> this replica -> one handle call to the chosen target: one hop, no more.
+The request path is proxy -> this replica -> one handle call to the chosen local model, or, for an
+API provider, the HTTP call itself from this replica (`ProviderClient`, one per provider per replica,
+each with its own breaker; no Serve hop in front of it, BENCHMARKS.md "API fallback").
 A local model is a deployment `model-<id>` either in this application or in an application of its own
 (`app:` in its entry; then a router-only config change never restarts its engine); the replica poll
 reads both the same way and tells the live view which models are up, cold (scaled to zero) or warming.
@@ -12,12 +14,13 @@ import asyncio
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ray import serve
 
-from deployments.handle_client import HandleClient, call_with_timeout
+from deployments.handle_client import HandleClient
+from deployments.provider import ProviderClient
 from policies.config import build_latency, build_policy
 from policies.types import Target
 from router.api import make_app
@@ -57,6 +60,10 @@ def build_service(cfg: AppConfig, clients: Mapping[str, Any]) -> RouterService:
         telemetry=Telemetry(cfg.telemetry),
         metrics=default_metrics(),
     )
+
+
+def _healthy_check(client: ProviderClient) -> Callable[[], bool]:
+    return lambda: client.healthy
 
 
 ModelState = tuple[int, int | None]  # (RUNNING replicas, target replicas or None if unknown)
@@ -114,9 +121,14 @@ class RouterIngress:
                 # builder imports vLLM first, so its deployment may not exist yet): a handle by name,
                 # without Serve's existence check; the replica poll marks the model down until it runs.
                 handles[m.id] = serve.get_deployment_handle(f"model-{m.id}", app_name=m.app, _check_exists=False)
-        self.service = build_service(self.cfg, {tid: HandleClient(h) for tid, h in handles.items()})
+        # Providers are called from this replica. A provider with a handle in `handles` is called through
+        # that deployment instead (only benchmarks/provider_hop.py binds one, to measure the hop).
+        self._providers = {p.id: ProviderClient.from_env(p) for p in self.cfg.providers if p.id not in handles}
+        clients: dict[str, Any] = {tid: HandleClient(h) for tid, h in handles.items()}
+        self.service = build_service(self.cfg, {**clients, **self._providers})
+        for tid, client in self._providers.items():  # a read of this replica's breaker: no I/O, no poll
+            self.service.view.add_health_check(tid, _healthy_check(client))
         self.service.set_budget(budget_for(self.cfg.auth.ledger, ledger))  # shared by all replicas
-        self._providers = {p.id: handles[p.id] for p in self.cfg.providers}
         own = serve.get_replica_context().app_name
         # model id -> (application, deployment): router.app binds inline ones as "model-<id>" here
         self._models = {m.id: (m.app or own, f"model-{m.id}") for m in self.cfg.models}
@@ -161,6 +173,11 @@ class RouterIngress:
                 service.telemetry.shutdown()
             except Exception:
                 log.warning("telemetry shutdown failed", exc_info=True)
+        for client in getattr(self, "_providers", {}).values():
+            try:
+                await client.aclose()
+            except Exception:
+                pass
 
     async def stats(self) -> dict[str, Any]:
         """For operators and the soak test (a handle call, no HTTP route): asyncio tasks alive in the
@@ -237,20 +254,13 @@ class RouterIngress:
             self.service.view.woke(tid, ok)
 
     async def _poll_health(self) -> None:
-        # Provider breakers live in the provider replicas; a cheap poll keeps the policy from choosing
-        # a provider whose breaker is open, without a handle call on the request path.
-        # Serve has no separate queue per method: under load the poll waits behind requests. A poll that
-        # does not answer within its timeout says "busy", not "broken": the last state stays.
-        timeout = max(0.5, self.cfg.ingress.health_poll_s)
+        # The breakers live in this replica and the view reads them directly. This loop only probes each
+        # provider (ProviderClient.probe): on a connection pool of its own, so a saturated request pool
+        # does not delay it, and bounded by the provider's timeouts.health_s.
+        clients = list(self._providers.values())
         while True:
-            await asyncio.gather(*(self._poll_provider(t, h, timeout) for t, h in self._providers.items()))
+            results = await asyncio.gather(*(c.probe() for c in clients), return_exceptions=True)
+            for c, r in zip(clients, results, strict=True):
+                if isinstance(r, BaseException):
+                    log.warning("health probe of %s failed: %s", c.config.id, type(r).__name__)
             await asyncio.sleep(self.cfg.ingress.health_poll_s)
-
-    async def _poll_provider(self, tid: str, handle: Any, timeout: float) -> None:
-        try:
-            health = await call_with_timeout(handle.health, timeout)
-            self.service.view.set_health(tid, bool(health.get("healthy", True)))
-        except TimeoutError:
-            log.debug("health poll of %s timed out (replica busy); keeping its last state", tid)
-        except Exception:  # a dead provider replica: Serve restarts it; count as unhealthy
-            self.service.view.set_health(tid, False)

@@ -43,7 +43,7 @@ def app(provider, tmp_path_factory):
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    # The provider replica reads its key from the environment it inherits from this process.
+    # The router ingress (which calls the provider) reads its key from the environment it inherits from this process.
     os.environ["E2E_PROVIDER_KEY"] = PROVIDER_KEY
     cfg: dict[str, Any] = yaml.safe_load(CONFIG.read_text())
     args = cfg["applications"][0]["args"]
@@ -133,14 +133,14 @@ def test_auto_stream_has_text_and_usage(client):
 
 
 def test_high_min_quality_goes_to_fallback_provider(client, provider):
-    before = provider.request_count
+    before = provider.completion_count
     headers, resp = _ask(
         client, "auto", "Prove Fermat's last theorem.", max_tokens=8, extra_body={"routing": {"min_quality": 0.8}}
     )
     assert headers["x-router-target"] == "openai"
     assert resp.model == "openai"
-    assert provider.request_count == before + 1
-    assert provider.requests[-1].body["model"] == "fake-gpt"
+    assert provider.completion_count == before + 1
+    assert provider.completions[-1].body["model"] == "fake-gpt"
 
 
 def test_tight_latency_header_goes_to_fallback(client):

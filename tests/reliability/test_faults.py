@@ -149,15 +149,15 @@ def test_provider_down_breaker_opens_and_recovers(prov_app, fake_provider, fault
     total = Tally()
     s1, p1 = asyncio.run(_mixed(path, 6))
     # bounded retries: at most 1 + max_retries attempts per request (fewer once the breaker opens)
-    assert fake_provider.request_count <= 6 * 3
+    assert fake_provider.completion_count <= 6 * 3
     assert set(s1.outcomes) <= {"http_502", "http_503", "http_504", "http_422"}, s1.row()
     assert p1.outcomes == {"ok": 6}, p1.row()  # local models keep serving
     assert max(s1.durations + p1.durations) < DEADLINE_S
-    # The breaker opened; the ingress poll marks the provider down and the policy stops choosing it.
+    # The breaker (in the ingress replica) opened: the provider reads down and the policy stops choosing it.
     assert wait_until(lambda: _provider_state(prov_app) == "down", 5)
-    before = fake_provider.request_count
+    before = fake_provider.completion_count
     s2, p2 = asyncio.run(_mixed(path, 6))
-    assert fake_provider.request_count == before, "an open breaker must keep requests off the provider"
+    assert fake_provider.completion_count == before, "an open breaker must keep requests off the provider"
     assert set(s2.outcomes) <= {"http_422", "http_503"} and p2.outcomes == {"ok": 6}, (s2.row(), p2.row())
     assert max(s2.durations) < 1.5  # refused at once, not after a timeout
 
@@ -189,7 +189,7 @@ def test_provider_429_retry_after(prov_app, fake_provider):
     s, _ = asyncio.run(_mixed(path, 1))
     waited = time.monotonic() - t0
     assert s.outcomes == {"ok": 1} and 1.0 <= waited < DEADLINE_S, (s.row(), waited)
-    assert fake_provider.request_count == 2
+    assert fake_provider.completion_count == 2
     total.merge(s)
     # A Retry-After longer than retry_after_max_s fails at once with 503 + Retry-After, no waiting.
     fake_provider.clear()
@@ -197,7 +197,7 @@ def test_provider_429_retry_after(prov_app, fake_provider):
     r = httpx.post(BASE + path, json=chat("hard", **STRONG), timeout=30)
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_rate_limited", r.text
     assert r.headers.get("retry-after") == "30"
-    assert fake_provider.request_count == 1
+    assert fake_provider.completion_count == 1
     total.outcomes["http_503"] += 1
     # Streaming: a 429 before the first chunk is retried too.
     fake_provider.clear()

@@ -263,7 +263,7 @@ def test_secrets_never_logged(live, fake_provider):
     r = httpx.post(url, json=chat(CANARY, **strong), headers=ALICE, timeout=30)
     assert r.status_code == 200 and r.headers["x-router-target"] == "prov", r.text
     # the provider did get its key (in the Authorization header only)
-    sent = {k.lower(): v for k, v in fake_provider.requests[-1].headers.items()}
+    sent = {k.lower(): v for k, v in fake_provider.completions[-1].headers.items()}
     assert sent.get("authorization") == f"Bearer {PROVIDER_KEY}"
     time.sleep(2)  # let log lines flush
     files = [p for p in Path(tmp).rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err", ".txt",

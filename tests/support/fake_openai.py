@@ -15,6 +15,7 @@ In-process (a background thread with its own event loop)::
         server.mode = "ok"                   # behaviour once the script is used up
         ...
         server.request_count, server.requests[-1].headers, server.requests[-1].body
+        server.completion_count, server.completions  # POST completions only (no GET /v1/models probes)
         server.clear()                       # forget recorded requests and the script
 
 In a subprocess (e.g. for a Ray Serve app in another process)::
@@ -39,7 +40,11 @@ Behaviours (a string shorthand, a dict of `Behavior` fields, or a `Behavior`):
   "broken", "broken:2"  stream 2 chunks (default), then a malformed `data:` line, then drop the connection
   "cut:2"             stream 2 chunks, then drop the connection (no [DONE])
   "stall:2:5"         stream 2 chunks, then go silent 5 s, then continue
+  "park"              hold the request (no bytes sent) until `release_parked()`, then answer normally;
+                      a client that goes away meanwhile is counted in `disconnects` (`parked`: held now)
 For non-stream requests, broken/cut send half of the JSON body and drop the connection.
+GET /v1/models (the router's health probe) ignores the behaviours: it waits `models_delay_s` and answers
+`models_status` (200 by default; both settable, also through /_fake/control).
 """
 
 from __future__ import annotations
@@ -63,7 +68,7 @@ import httpx
 from aiohttp import web
 
 DEFAULT_ANSWER = "The quick brown fox jumps over the lazy dog and then rests in the warm afternoon sun."
-_KINDS = ("ok", "status", "hang", "reset", "broken", "cut", "stall")
+_KINDS = ("ok", "status", "hang", "reset", "broken", "cut", "stall", "park")
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,10 @@ class FakeOpenAI:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._counter = 0
+        self.models_delay_s, self.models_status = 0.0, 200
+        self.parked = 0  # requests held by "park" right now
+        self.disconnects = 0  # parked requests whose client went away
+        self._release = 0  # bumped by release_parked(): parked requests of an older generation go on
 
     # -- control (any thread) ---------------------------------------------------------------------
     @property
@@ -165,6 +174,11 @@ class FakeOpenAI:
         if token_delay_s is not None:
             self.token_delay_s = token_delay_s
 
+    def release_parked(self) -> None:
+        """Let every request parked now go on (they then answer as "ok" does)."""
+        with self._lock:
+            self._release += 1
+
     @property
     def requests(self) -> list[RecordedRequest]:
         with self._lock:
@@ -173,6 +187,15 @@ class FakeOpenAI:
     @property
     def request_count(self) -> int:
         return len(self.requests)
+
+    @property
+    def completions(self) -> list[RecordedRequest]:
+        """The completion requests only (not GET /v1/models, the router's health probes)."""
+        return [r for r in self.requests if r.method == "POST"]
+
+    @property
+    def completion_count(self) -> int:
+        return len(self.completions)
 
     def clear(self) -> None:
         with self._lock:
@@ -247,6 +270,10 @@ class FakeOpenAI:
         denied = self._unauthorized(request)
         if denied:
             return denied
+        if self.models_delay_s:
+            await asyncio.sleep(self.models_delay_s)
+        if self.models_status != 200:
+            return _error(self.models_status, f"Fake models error {self.models_status}.", "fake")
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
@@ -272,6 +299,8 @@ class FakeOpenAI:
             return _drop(request)
         if behavior.kind == "hang":
             await asyncio.sleep(behavior.seconds)
+        if behavior.kind == "park" and not await self._park(request):
+            return _drop(request)  # nobody is listening any more
         model = body.get("model", "")
         if self.reject_unknown_models and model not in self.models:
             return _error(404, f"The model `{model}` does not exist.", "model_not_found")
@@ -346,6 +375,27 @@ class FakeOpenAI:
         await resp.write_eof()
         return resp
 
+    async def _park(self, request: web.Request) -> bool:
+        """Hold until released (True) or the client is gone (False, counted in `disconnects`)."""
+        with self._lock:
+            generation = self._release
+            self.parked += 1
+        gone = False
+        try:
+            while self._release == generation:
+                if request.transport is None or request.transport.is_closing():
+                    gone = True
+                    break
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:  # aiohttp with handler cancellation on disconnect
+            gone = True
+            raise
+        finally:
+            with self._lock:
+                self.parked -= 1
+                self.disconnects += gone
+        return not gone
+
     async def _control(self, request: web.Request) -> web.Response:
         cmd = await request.json()
         if cmd.get("clear"):
@@ -355,6 +405,12 @@ class FakeOpenAI:
         if cmd.get("script"):
             self.script(*cmd["script"])
         self.set_latency(cmd.get("ttft_s"), cmd.get("token_delay_s"))
+        if "models_delay_s" in cmd:
+            self.models_delay_s = float(cmd["models_delay_s"])
+        if "models_status" in cmd:
+            self.models_status = int(cmd["models_status"])
+        if cmd.get("release_parked"):
+            self.release_parked()
         return web.json_response({"ok": True})
 
     async def _recorded(self, request: web.Request) -> web.Response:
@@ -411,6 +467,14 @@ class RemoteFakeOpenAI:
     @property
     def request_count(self) -> int:
         return len(self.requests)
+
+    @property
+    def completions(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST"]
+
+    @property
+    def completion_count(self) -> int:
+        return len(self.completions)
 
 
 @contextlib.contextmanager

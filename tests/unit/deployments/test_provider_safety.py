@@ -1,4 +1,4 @@
-"""The key never leaks; config is typed and documented; the deployment body works without Ray."""
+"""The key never leaks; config is typed and documented; the client the ingress builds from the env works."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from deployments.breaker import BreakerConfig
-from deployments.provider import ProviderClient, ProviderConfig, ProviderReplica, TimeoutConfig
+from deployments.provider import ProviderClient, ProviderConfig, TimeoutConfig
 from deployments.retry import RetryConfig
 from router.errors import NoHealthyTarget, RouterError, UpstreamError
 from tests.unit.deployments.provider_fakes import (
@@ -99,8 +99,8 @@ def test_config_is_frozen_documented_and_yaml_friendly():
             assert info.description, f"{model.__name__}.{name} has no description"
 
 
-# -- the deployment body, called directly (no Ray) ------------------------------------------------
-def replica(responses, monkeypatch, key: str | None = KEY) -> ProviderReplica:
+# -- the client as the ingress builds it (key from the env var the config names) -----------------
+def from_env(responses, monkeypatch, key: str | None = KEY) -> ProviderClient:
     if key is None:
         monkeypatch.delenv("PROVIDER_KEY", raising=False)
     else:
@@ -110,31 +110,27 @@ def replica(responses, monkeypatch, key: str | None = KEY) -> ProviderReplica:
         item = responses.pop(0) if len(responses) > 1 else responses[0]
         return item(request) if callable(item) else item
 
-    return ProviderReplica(CFG, transport=httpx.MockTransport(handle))
+    return ProviderClient.from_env(ProviderConfig.model_validate(CFG), transport=httpx.MockTransport(handle))
 
 
-async def test_replica_complete_stream_and_health(monkeypatch):
-    r = replica([ok_json, sse_response(sse(chunk("a"), USAGE_CHUNK))], monkeypatch)
-    out = await r.complete("chat", CHAT)
-    chunks = [c async for c in r.stream("chat", CHAT)]
+async def test_client_from_env_complete_stream_and_health(monkeypatch):
+    c = from_env([ok_json, sse_response(sse(chunk("a"), USAGE_CHUNK))], monkeypatch)
+    out = await c.complete("chat", CHAT)
+    chunks = [ch async for ch in c.stream("chat", CHAT)]
     assert out["model"] == "gpt-x" and chunks[-1]["usage"]["total_tokens"] == 5
-    health = await r.health()
+    health = c.health()
     assert health["healthy"] and health["state"] == "closed" and health["target"] == "gpt-x"
-    assert json.loads(json.dumps(health)) == health and leak_free(repr(r))
+    assert json.loads(json.dumps(health)) == health and leak_free(repr(c))
+    await c.aclose()
 
 
-async def test_replica_without_key_reports_unhealthy_instead_of_crashing(monkeypatch, caplog):
-    r = replica([ok_json], monkeypatch, key=None)
-    health = await r.health()
+async def test_client_without_key_reports_unhealthy_instead_of_crashing(monkeypatch, caplog):
+    c = from_env([ok_json], monkeypatch, key=None)
+    health = c.health()
     assert health["healthy"] is False and "PROVIDER_KEY" in health["reason"]
+    assert await c.probe() is None  # no key: nothing to probe with, stays unhealthy
     with pytest.raises(NoHealthyTarget) as info:
-        await r.complete("chat", CHAT)
+        await c.complete("chat", CHAT)
     assert "PROVIDER_KEY" in info.value.message and isinstance(info.value, UpstreamError)
     assert "PROVIDER_KEY" in caplog.text
-
-
-def test_serve_deployment_wraps_the_plain_class():
-    pytest.importorskip("ray.serve")
-    from deployments.provider import ProviderDeployment
-
-    assert ProviderDeployment.func_or_class is ProviderReplica
+    await c.aclose()
