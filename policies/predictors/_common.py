@@ -196,10 +196,16 @@ class EmbeddingPredictor:
 
     def predict(self, prompt: str, targets: Sequence[Target]) -> dict[str, float]:
         """QualityPredictor: embed (LRU-cached) and score; unknown targets get their prior."""
-        e = self.embedder.embed_one(prompt)
-        row = self.predict_matrix(e[None, :])[0]
+        return self._scores(self.embedder.embed_one(prompt)[None, :], targets)[0]
+
+    def predict_batch(self, prompts: Sequence[str], targets: Sequence[Target]) -> list[dict[str, float]]:
+        """`predict` for several prompts with one scoring call (one pass over a kNN's index for all)."""
+        return self._scores(np.stack([self.embedder.embed_one(p) for p in prompts]), targets)
+
+    def _scores(self, E: np.ndarray, targets: Sequence[Target]) -> list[dict[str, float]]:
         col = self._col
-        return {t.id: float(row[col[t.id]]) if t.id in col else t.quality_prior for t in targets}
+        return [{t.id: float(row[col[t.id]]) if t.id in col else t.quality_prior for t in targets}
+                for row in self.predict_matrix(E)]
 
     @property
     def _col(self) -> dict[str, int]:
@@ -270,6 +276,41 @@ class EmbeddingPredictor:
         obj._anchors = arrays.get("post_anchors")
         obj._lo, obj._hi = lo, hi
         return obj
+
+
+class AdamPredictor(EmbeddingPredictor):
+    """An EmbeddingPredictor whose weights (`params`) are fitted by full-batch Adam (`_fit`). Its
+    hyper-parameters are its constructor's keyword arguments, listed in `HYPER` (name -> how to read the
+    value back from meta.json); they are saved and restored by name."""
+
+    HYPER: ClassVar[dict[str, Callable[[Any], Any]]] = {}
+
+    def __init__(self, embedder: Any = None, hyper: Mapping[str, Any] | None = None, **post: Any) -> None:
+        super().__init__(embedder, **post)
+        for name, value in (hyper or {}).items():
+            setattr(self, name, value)
+        self.params: dict[str, np.ndarray] = {}
+
+    def _start(self, E: np.ndarray, Y: np.ndarray) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+        """(seeded rng, E as float64, mask of known labels): what every `_fit` begins with."""
+        return np.random.default_rng(getattr(self, "seed", 0)), E.astype(np.float64), ~np.isnan(Y)
+
+    @staticmethod
+    def _base_logits(Y: np.ndarray) -> np.ndarray:
+        """Per-target logit of the mean known label (0.5 for a target without any), clipped away from 0/1."""
+        base = np.clip(np.nan_to_num(np.nanmean(Y, axis=0), nan=0.5), 1e-3, 1 - 1e-3)
+        return np.asarray(np.log(base / (1 - base)))
+
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return self.params
+
+    def _params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.HYPER}
+
+    def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
+        for name, read in self.HYPER.items():
+            setattr(self, name, read(params.get(name)))
+        self.params = {k: v for k, v in arrays.items() if not k.startswith("post_")}
 
 
 def read_meta(d: Path) -> dict[str, Any]:

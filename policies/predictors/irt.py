@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.predictors._common import EmbeddingPredictor, adam, sigmoid
+from policies.predictors._common import AdamPredictor, adam, sigmoid
 
 _SOFTPLUS_ONE = float(np.log(np.e - 1.0))  # softplus(_SOFTPLUS_ONE) = 1
 
@@ -41,35 +41,35 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-class IRTPredictor(EmbeddingPredictor):
+def _priors(value: Any) -> dict[str, float]:
+    return {str(k): float(v) for k, v in dict(value or {}).items()}
+
+
+class IRTPredictor(AdamPredictor):
     kind = "irt"
+    HYPER = {"dim": int, "l2": float, "prior_weight": float, "steps": int, "lr": float, "seed": int,
+             "priors": _priors}
+    dim: int
+    l2: float
+    prior_weight: float
+    steps: int
+    lr: float
+    seed: int
+    priors: dict[str, float]
 
     def __init__(
-        self,
-        dim: int = 8,
-        l2: float = 1e-3,
-        prior_weight: float = 2.0,
-        steps: int = 200,
-        lr: float = 0.06,
-        seed: int = 0,
-        priors: Mapping[str, float] | None = None,
-        embedder: Any = None,
-        **post: Any,
+        self, dim: int = 8, l2: float = 1e-3, prior_weight: float = 2.0, steps: int = 200, lr: float = 0.06,
+        seed: int = 0, priors: Mapping[str, float] | None = None, embedder: Any = None, **post: Any,
     ) -> None:
-        super().__init__(embedder, **post)
         if dim < 0:
             raise ValueError("dim must be >= 0")
-        self.dim, self.l2, self.prior_weight = dim, l2, prior_weight
-        self.steps, self.lr, self.seed = steps, lr, seed
-        self.priors = dict(priors or {})
-        self.params: dict[str, np.ndarray] = {}
+        super().__init__(embedder, {"dim": dim, "l2": l2, "prior_weight": prior_weight, "steps": steps,
+                                    "lr": lr, "seed": seed, "priors": _priors(priors)}, **post)
 
     def _fit(self, E: np.ndarray, Y: np.ndarray) -> None:
-        rng = np.random.default_rng(self.seed)
-        E = E.astype(np.float64)
+        rng, E, mask = self._start(E, Y)
         n, d = E.shape
         T = Y.shape[1]
-        mask = ~np.isnan(Y)
         Y0 = np.nan_to_num(Y)
         count = max(int(mask.sum()), 1)
         overall = float(Y0[mask].mean()) if mask.any() else 0.5
@@ -123,17 +123,3 @@ class IRTPredictor(EmbeddingPredictor):
     def ability(self) -> dict[str, float]:
         """{target: theta}: the fitted overall ability of each target."""
         return {t: float(v) for t, v in zip(self.targets, self.params["theta"], strict=True)}
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return self.params
-
-    def _params(self) -> dict[str, Any]:
-        return {"dim": self.dim, "l2": self.l2, "prior_weight": self.prior_weight, "steps": self.steps,
-                "lr": self.lr, "seed": self.seed, "priors": self.priors}
-
-    def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
-        self.dim, self.l2 = int(params["dim"]), float(params["l2"])
-        self.prior_weight, self.steps = float(params["prior_weight"]), int(params["steps"])
-        self.lr, self.seed = float(params["lr"]), int(params["seed"])
-        self.priors = {str(k): float(v) for k, v in dict(params.get("priors") or {}).items()}
-        self.params = {k: arrays[k] for k in ("theta", "wa", "ca", "wd", "cd", "U", "V")}

@@ -7,39 +7,33 @@ on masked binary cross-entropy with L2, seeded, so the same data gives the same 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from policies.predictors._common import EmbeddingPredictor, adam, masked_bce_grad, sigmoid
+from policies.predictors._common import AdamPredictor, adam, masked_bce_grad, sigmoid
 
 
-class LogisticPredictor(EmbeddingPredictor):
+class LogisticPredictor(AdamPredictor):
     kind = "logistic"
+    HYPER = {"hidden": int, "l2": float, "steps": int, "lr": float, "seed": int}
+    hidden: int
+    l2: float
+    steps: int
+    lr: float
+    seed: int
 
     def __init__(
-        self,
-        hidden: int = 0,
-        l2: float = 1e-3,
-        steps: int = 300,
-        lr: float = 0.05,
-        seed: int = 0,
-        embedder: Any = None,
-        **post: Any,
+        self, hidden: int = 0, l2: float = 1e-3, steps: int = 300, lr: float = 0.05, seed: int = 0,
+        embedder: Any = None, **post: Any,
     ) -> None:
-        super().__init__(embedder, **post)
-        self.hidden, self.l2, self.steps, self.lr, self.seed = hidden, l2, steps, lr, seed
-        self.params: dict[str, np.ndarray] = {}
+        super().__init__(embedder, {"hidden": hidden, "l2": l2, "steps": steps, "lr": lr, "seed": seed}, **post)
 
     def _fit(self, E: np.ndarray, Y: np.ndarray) -> None:
-        rng = np.random.default_rng(self.seed)
-        E = E.astype(np.float64)
+        rng, E, mask = self._start(E, Y)
         d, T = E.shape[1], Y.shape[1]
-        mask = ~np.isnan(Y)
-        base = np.clip(np.nan_to_num(np.nanmean(Y, axis=0), nan=0.5), 1e-3, 1 - 1e-3)
         width = self.hidden or d
-        p = {"W": rng.normal(0, 0.01, (width, T)), "b": np.log(base / (1 - base))}
+        p = {"W": rng.normal(0, 0.01, (width, T)), "b": self._base_logits(Y)}
         if self.hidden:
             p["W1"] = rng.normal(0, np.sqrt(2.0 / d), (d, self.hidden))
             p["b1"] = np.zeros(self.hidden)
@@ -69,14 +63,3 @@ class LogisticPredictor(EmbeddingPredictor):
             H = np.maximum(H @ p["W1"] + p["b1"], 0.0)
         P = sigmoid((H @ p["W"] + p["b"]).astype(np.float64))
         return P
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return self.params
-
-    def _params(self) -> dict[str, Any]:
-        return {"hidden": self.hidden, "l2": self.l2, "steps": self.steps, "lr": self.lr, "seed": self.seed}
-
-    def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
-        self.hidden, self.l2 = int(params["hidden"]), float(params["l2"])
-        self.steps, self.lr, self.seed = int(params["steps"]), float(params["lr"]), int(params["seed"])
-        self.params = {k: v for k, v in arrays.items() if not k.startswith("post_")}

@@ -9,41 +9,35 @@ Trained with full-batch Adam on masked BCE + L2, seeded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from policies.predictors._common import EmbeddingPredictor, adam, masked_bce_grad, sigmoid
+from policies.predictors._common import AdamPredictor, adam, masked_bce_grad, sigmoid
 
 
-class MFPredictor(EmbeddingPredictor):
+class MFPredictor(AdamPredictor):
     kind = "mf"
+    HYPER = {"dim": int, "l2": float, "steps": int, "lr": float, "seed": int}
+    dim: int
+    l2: float
+    steps: int
+    lr: float
+    seed: int
 
     def __init__(
-        self,
-        dim: int = 32,
-        l2: float = 1e-3,
-        steps: int = 400,
-        lr: float = 0.02,
-        seed: int = 0,
-        embedder: Any = None,
-        **post: Any,
+        self, dim: int = 32, l2: float = 1e-3, steps: int = 400, lr: float = 0.02, seed: int = 0,
+        embedder: Any = None, **post: Any,
     ) -> None:
-        super().__init__(embedder, **post)
-        self.dim, self.l2, self.steps, self.lr, self.seed = dim, l2, steps, lr, seed
-        self.params: dict[str, np.ndarray] = {}
+        super().__init__(embedder, {"dim": dim, "l2": l2, "steps": steps, "lr": lr, "seed": seed}, **post)
 
     def _fit(self, E: np.ndarray, Y: np.ndarray) -> None:
-        rng = np.random.default_rng(self.seed)
-        E = E.astype(np.float64)
+        rng, E, mask = self._start(E, Y)
         d, T = E.shape[1], Y.shape[1]
-        mask = ~np.isnan(Y)
-        base = np.clip(np.nan_to_num(np.nanmean(Y, axis=0), nan=0.5), 1e-3, 1 - 1e-3)
         p = {
             "P": rng.normal(0, 1.0 / np.sqrt(d), (self.dim, d)),
             "V": rng.normal(0, 0.1, (T, self.dim)),
-            "b": np.log(base / (1 - base)),
+            "b": self._base_logits(Y),
         }
         l2 = self.l2
 
@@ -61,14 +55,3 @@ class MFPredictor(EmbeddingPredictor):
         H = np.asarray(E, dtype=np.float32) @ p["P"].T
         P = sigmoid((H @ p["V"].T + p["b"]).astype(np.float64))
         return P
-
-    def _arrays(self) -> dict[str, np.ndarray]:
-        return self.params
-
-    def _params(self) -> dict[str, Any]:
-        return {"dim": self.dim, "l2": self.l2, "steps": self.steps, "lr": self.lr, "seed": self.seed}
-
-    def _restore(self, arrays: Mapping[str, np.ndarray], params: Mapping[str, Any]) -> None:
-        self.dim, self.l2 = int(params["dim"]), float(params["l2"])
-        self.steps, self.lr, self.seed = int(params["steps"]), float(params["lr"]), int(params["seed"])
-        self.params = {k: v for k, v in arrays.items() if not k.startswith("post_")}
