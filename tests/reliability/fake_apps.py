@@ -15,7 +15,7 @@ from typing import Any
 
 from ray import serve
 
-from tests.reliability.fake_engine import FakeEngine
+from tests.support.fake_engine import FakeEngine
 
 
 class _SlowStartEngine(FakeEngine.func_or_class):  # type: ignore[misc,name-defined]

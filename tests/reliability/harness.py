@@ -57,6 +57,19 @@ def ray_serve(port: int, *, num_cpus: int = 8) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def serve_cluster(port: int) -> Any:
+    """A module-scoped `cluster` fixture: `ray_serve(port)` for the tests of one module (yields its temp
+    dir). Use as `cluster = serve_cluster(PORT)` at module level."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def cluster() -> Iterator[Path]:
+        with ray_serve(port) as tmp:
+            yield tmp
+
+    return cluster
+
+
 def model(tid: str, price: float, quality: float, *, ctx: int = 2048, replicas: int = 1) -> dict[str, Any]:
     """A local model entry (its engine is a FakeEngine, not vLLM)."""
     return {
@@ -88,7 +101,7 @@ def build_app(cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = N
     `ray_actor_options` with custom resources); `ingress_resources` pins the ingress to nodes that have them.
     """
     from router.app import build_router
-    from tests.reliability.fake_engine import FakeEngine
+    from tests.support.fake_engine import FakeEngine
 
     def fake(m: Any) -> Any:
         if m.source != "fake":
@@ -110,6 +123,29 @@ def deploy(name: str, cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | 
 
     serve.run(build_app(cfg, engines, **options), name=name, route_prefix=f"/{name}")
     return f"/{name}"
+
+
+def ingress_stats(app: str) -> list[dict[str, Any]]:
+    """stats() of every ingress replica of `app` (a handle call lands on one; ask until all answered)."""
+    from ray import serve
+
+    h = serve.get_deployment_handle("router", app_name=app)
+    seen: dict[int, dict[str, Any]] = {}
+    for _ in range(40):
+        s = h.stats.remote().result()
+        seen[s.get("pid", id(s))] = s
+    return list(seen.values())
+
+
+def deploy_ready(name: str, cfg: dict[str, Any], engines: dict[str, dict[str, Any]] | None = None,
+                 timeout_s: float = 30, **options: Any) -> str:
+    """deploy(), then wait until every ingress replica's replica poll has seen every model up (a model
+    still starting at the first poll reads "starting" until the next one)."""
+    path = deploy(name, cfg, engines, **options)
+    tids = [m["id"] for m in cfg["models"]]
+    ok = wait_until(lambda: all(s["states"][t] == "healthy" for s in ingress_stats(name) for t in tids), timeout_s)
+    assert ok, ingress_stats(name)
+    return path
 
 
 def replica_actors(app: str, deployment: str) -> list[tuple[str, str]]:

@@ -1,8 +1,9 @@
 """Every call accounted for, on a real Serve app built by `router.app.build` with fake engines that
 record what reaches them: abandoned calls are cancelled upstream and charged, a client gone before the
 first chunk leaves nothing open, cascade keeps and charges the cheap answer, an error event inside a
-stream ends it as an error, a budget holds over two ingress replicas and across a restart of the app,
-and after a cool-down one request probes the target while the others route elsewhere.
+stream ends it as an error, a budget holds over two ingress replicas and across a restart of the app
+(with the ledger in SQLite and in a real PostgreSQL), and after a cool-down one request probes the
+target while the others route elsewhere.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.reliability.harness import Tally, chat, deploy, ray_serve, record, send, wait_until
+from tests.reliability.harness import Tally, chat, deploy_ready, ingress_stats, record, send, serve_cluster, wait_until
+from tests.support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 PORT = 8230
@@ -30,10 +33,7 @@ def _model(tid: str, out_price: float = PRICE, **over) -> dict:
             "latency": {"ttft_ms": 30, "tpot_ms": 5, "max_concurrency": 64}, **over}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with ray_serve(PORT) as tmp:
-        yield tmp
+cluster = serve_cluster(PORT)
 
 
 def _engine(app: str, tid: str):
@@ -42,33 +42,11 @@ def _engine(app: str, tid: str):
     return serve.get_deployment_handle(f"model-{tid}", app_name=app)
 
 
-def _ingress_stats(app: str) -> list[dict]:
-    """stats() of every ingress replica (a handle call lands on one; ask until both answered)."""
-    from ray import serve
-
-    h = serve.get_deployment_handle("router", app_name=app)
-    seen: dict[int, dict] = {}
-    for _ in range(40):
-        s = h.stats.remote().result()
-        seen[s.get("pid", id(s))] = s
-    return list(seen.values())
-
-
-def _deploy(name: str, cfg: dict, engines: dict) -> str:
-    """deploy(), then wait until every ingress replica's replica poll has seen every model up (a model
-    still starting at the first poll reads "starting" until the next one)."""
-    path = deploy(name, cfg, engines)
-    tids = [m["id"] for m in cfg["models"]]
-    ok = wait_until(lambda: all(s["states"][t] == "healthy" for s in _ingress_stats(name) for t in tids), 30)
-    assert ok, _ingress_stats(name)
-    return path
-
-
 # -- an attempt abandoned by its time limit --------------------------------------------------------
 def test_attempt_timeout_cancels_the_upstream_call_and_charges_it(cluster):
     cfg = {"models": [_model("slow"), _model("fast", out_price=2.0)],
            "limits": {"attempt_timeout_floor_s": 0.5, "attempt_timeout_factor": 0.01, "request_timeout_s": 20}}
-    app = _deploy("abandon", cfg, {"slow": {"ttft_s": 30}})
+    app = deploy_ready("abandon", cfg, {"slow": {"ttft_s": 30}})
     path = app + "/v1/chat/completions"
     tally = Tally()
 
@@ -100,7 +78,7 @@ def misc_app(cluster):
     engines = {"cheap": {"ttft_s": 0.3, "token_delay_s": 0.2, "words": 12},
                "strong": {"fail_next": 1000, "fail": "rejected"},
                "flaky": {"error_event_after": 2}}
-    return _deploy("misc", cfg, engines)
+    return deploy_ready("misc", cfg, engines)
 
 
 def test_client_gone_before_first_chunk_leaves_counts_spend_and_spans_consistent(misc_app):
@@ -115,7 +93,7 @@ def test_client_gone_before_first_chunk_leaves_counts_spend_and_spans_consistent
     asyncio.run(run())
     engine = _engine("misc", "cheap")
     assert wait_until(lambda: engine.stats.remote().result()["cancelled"] - before["cancelled"] == 5, 15)
-    stats = _ingress_stats("misc")
+    stats = ingress_stats("misc")
     usage = httpx.get(BASE + misc_app + "/v1/usage", timeout=10).json()
     record("client gone before the first chunk (5 streams)", {"sent": 5, "answered": 0, "errored": 0, "lost": 0},
            upstream_cancelled=engine.stats.remote().result()["cancelled"] - before["cancelled"],
@@ -165,20 +143,39 @@ def test_error_event_mid_stream_ends_the_stream_as_an_error(misc_app):
 
 
 # -- a budget over two ingress replicas, and across a restart ---------------------------------------
-def _budget_cfg(budget: float) -> dict:
+def _budget_cfg(budget: float, ledger_url: str | None) -> dict:
+    ledger: dict = {"lease_usd": 1.0, "flush_s": 0.2}
+    if ledger_url:
+        ledger["url"] = ledger_url
     return {"models": [_model("m")],
             "auth": {"keys": [{"name": "payer", "key_sha256": hashlib.sha256(KEY.encode()).hexdigest(),
                                "budget_usd": budget}],
-                     "ledger": {"lease_usd": 1.0, "flush_s": 0.2}},
+                     "ledger": ledger},
             "ingress": {"num_replicas": 2}}
 
 
-def test_budget_holds_over_two_ingress_replicas_and_survives_a_restart(cluster):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_store(request) -> Iterator[tuple[str, str | None]]:
+    """(label, ledger URL): the harness's SQLite file, or a real PostgreSQL server started for the test
+    (tests/support/postgres.py) that the ledger deployment reaches over 127.0.0.1."""
+    if request.param == "sqlite":
+        yield "SQLite", None
+        return
+    pg = PostgresServer()
+    try:
+        yield "PostgreSQL", pg.create_database()
+    finally:
+        pg.close()
+
+
+def test_budget_holds_over_two_ingress_replicas_and_survives_a_restart(cluster, ledger_store):
     from ray import serve
 
+    store, ledger_url = ledger_store
+    name = "budget" if ledger_url is None else "budget-pg"
     per_request = 4 * PRICE / 1e6  # max_tokens=4 at the output price: reservation == actual cost
     budget = 10 * per_request
-    app = _deploy("budget", _budget_cfg(budget), {"m": {"ttft_s": 0.2}})
+    app = deploy_ready(name, _budget_cfg(budget, ledger_url), {"m": {"ttft_s": 0.2}})
     path = app + "/v1/chat/completions"
     tally = Tally()
 
@@ -187,12 +184,13 @@ def test_budget_holds_over_two_ingress_replicas_and_survives_a_restart(cluster):
             await asyncio.gather(*(send(c, path, chat("x", max_tokens=4, stream=i % 2 == 1), tally, USAGE_OF)
                                    for i in range(50)))
     asyncio.run(burst())
-    replicas = _ingress_stats("budget")
+    replicas = ingress_stats(name)
     time.sleep(1.0)  # both replicas report their spend (flush_s 0.2)
     usage = httpx.get(BASE + app + "/v1/usage", headers=USAGE_OF, timeout=10).json()
     assert "spent_usd" in usage, (usage, tally.row(), tally.problems[:3])
-    engine = _engine("budget", "m").stats.remote().result()
-    record("50 concurrent requests, budget for 10, 2 ingress replicas", tally, replicas=len(replicas),
+    engine = _engine(name, "m").stats.remote().result()
+    record(f"50 concurrent requests, budget for 10, 2 ingress replicas ({store} ledger)", tally,
+           replicas=len(replicas),
            engine_calls=engine["complete"] + engine["stream"], spent_usd=usage["spent_usd"], budget_usd=budget,
            overspend_usd=max(0.0, usage["spent_usd"] - budget))
     assert len(replicas) == 2
@@ -202,21 +200,28 @@ def test_budget_holds_over_two_ingress_replicas_and_survives_a_restart(cluster):
     assert usage["spent_usd"] <= budget * (1 + 1e-9)
     assert usage["spent_usd"] == pytest.approx(tally.answered * per_request)
 
-    # restart the app (its ledger deployment included): the spend is read back from the SQLite file
-    serve.delete("budget")
-    _deploy("budget", _budget_cfg(budget), {"m": {"ttft_s": 0.2}})
+    # restart the app (its ledger deployment included): the spend is read back from the ledger's store
+    serve.delete(name)
+    deploy_ready(name, _budget_cfg(budget, ledger_url), {"m": {"ttft_s": 0.2}})
     after = httpx.get(BASE + app + "/v1/usage", headers=USAGE_OF, timeout=10).json()
     again = Tally()
     for _ in range(12):  # what the first app left (leases it handed back on shutdown included), not more
         asyncio.run(_one(path, again))
     time.sleep(1.0)
     final = httpx.get(BASE + app + "/v1/usage", headers=USAGE_OF, timeout=10).json()
-    record("spend after restarting the app", again, spent_before=usage["spent_usd"],
+    record(f"spend after restarting the app ({store} ledger)", again, spent_before=usage["spent_usd"],
            spent_after_restart=after["spent_usd"], spent_final=final["spent_usd"], budget_usd=budget)
-    assert after["spent_usd"] == pytest.approx(usage["spent_usd"])  # read back from the ledger's file
+    assert after["spent_usd"] == pytest.approx(usage["spent_usd"])  # read back from the ledger's store
     assert again.answered == round((budget - usage["spent_usd"]) / per_request)  # the rest of it, exactly
     assert again.outcomes["http_429"] == 12 - again.answered
     assert final["spent_usd"] == pytest.approx(budget) and final["spent_usd"] <= budget * (1 + 1e-9)
+    if ledger_url is not None:  # the spend is in PostgreSQL itself, not somewhere else
+        import psycopg
+
+        with psycopg.connect(ledger_url) as conn:
+            row = conn.execute("SELECT spent FROM spend WHERE key = 'payer'").fetchone()
+        assert row is not None and row[0] == pytest.approx(final["spent_usd"])
+    serve.delete(name)  # before the fixture stops a PostgreSQL the ledger would keep reaching for
 
 
 async def _one(path: str, tally: Tally) -> None:
@@ -227,7 +232,7 @@ async def _one(path: str, tally: Tally) -> None:
 # -- one probe after a cool-down ---------------------------------------------------------------------
 def test_one_probe_after_cool_down(cluster):
     cfg = {"models": [_model("first", out_price=0.5), _model("second")], "limits": {"request_timeout_s": 20}}
-    app = _deploy("probe", cfg, {"first": {"fail_next": 3, "ttft_s": 1.0}})
+    app = deploy_ready("probe", cfg, {"first": {"fail_next": 3, "ttft_s": 1.0}})
     path = app + "/v1/chat/completions"
     engine = _engine("probe", "first")
     tally = Tally()
@@ -236,7 +241,7 @@ def test_one_probe_after_cool_down(cluster):
         async with httpx.AsyncClient(base_url=BASE) as c:
             for _ in range(3):  # three failures in a row: "first" cools down (10 s), "second" answers
                 await send(c, path, chat("x", max_tokens=2), tally)
-            stats = await asyncio.to_thread(_ingress_stats, "probe")
+            stats = await asyncio.to_thread(ingress_stats, "probe")
             assert {s["states"]["first"] for s in stats} == {"cooling_down"}, stats
             await asyncio.sleep(10.5)
             # eight at once after the cool-down: one probes "first" (1 s to answer), the rest go on

@@ -3,7 +3,7 @@ controller, the HTTP proxy and the router ingress; two worker nodes run the mode
 per node. Removing a worker node under load keeps the endpoint answering with what remains, nothing is
 lost, and a node that joins again gets its replicas back.
 
-Where an answer was served is read from its id (`fake-<node>-...`, tests/reliability/fake_engine.py).
+Where an answer was served is read from its id (`fake-<node>-...`, tests/support/fake_engine.py).
 """
 
 from __future__ import annotations

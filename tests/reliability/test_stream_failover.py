@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.reliability.harness import ray_serve, real_model, record, replica_actors, wait_until
+from tests.reliability.harness import deploy_ready, real_model, record, replica_actors, serve_cluster, wait_until
 from tests.support.fake_engine import ANSWER as ANSWER_WORDS
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -33,25 +33,17 @@ def _model(tid: str) -> dict[str, Any]:
             "latency": {"ttft_ms": 30, "tpot_ms": 5, "max_concurrency": 64}}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with ray_serve(PORT) as tmp:
-        yield tmp
+cluster = serve_cluster(PORT)
 
 
 @pytest.fixture(scope="module")
 def app(cluster):
-    from tests.reliability.harness import deploy
-    from tests.reliability.test_accounting import _ingress_stats
-
     cfg = {"models": [_model(t) for t in PRICE],
            "limits": {"request_timeout_s": 3, "attempt_timeout_floor_s": 2, "max_alternates": 2}}
     engines = {"die": {"die_after": 3, "token_delay_s": 0.02}, "event": {"error_event_after": 2},
                "brk1": {"error_event_after": 2}, "brk2": {"error_event_after": 1},
                "stall": {"stall_after": 2, "stall_s": 30}, "good": {"words": 15}}
-    path = deploy("sf", cfg, engines)
-    assert wait_until(lambda: all(s["states"][t] == "healthy" for s in _ingress_stats("sf") for t in PRICE), 30)
-    return path
+    return deploy_ready("sf", cfg, engines)
 
 
 def _engine(tid: str) -> dict[str, Any]:
