@@ -81,7 +81,7 @@ def connect(url: str) -> tuple[Any, str]:
     if url.startswith(("postgresql://", "postgres://")):
         import psycopg  # optional dependency: only clusters with an external database need it
 
-        return psycopg.connect(url, autocommit=True), "%s"
+        return psycopg.connect(url, autocommit=True, connect_timeout=10), "%s"  # a dead host fails, not hangs
     raise ValueError("ledger.url must start with sqlite:/// or postgresql://")
 
 
