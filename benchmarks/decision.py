@@ -5,7 +5,10 @@
     python benchmarks/decision.py --quick --embed # quick, plus a few learned decisions of each kind
 
 Every decision sees live latency state: before each one, one target gets a new observation, so the
-lazy quantile refresh is on the measured path as it is in serving at ~1 completion per request. The
+lazy quantile refresh is on the measured path as it is in serving at ~1 completion per request.
+Decisions are made as the router makes them when the decision is not traced (the default: no span
+exporter), i.e. `RouteRequest.explain=False`, without the per-candidate Estimates; the `traced` cells
+(10 targets, table-driven) are the same decisions with them, as a recording span gets them. The
 learned runs use distinct prompts (no cache hits), so featurizing one prompt is included:
   * `static`: KNNPredictor (k=40) over 5,000 training prompts on the static featurizer
     (`routerctl tune featurizer build`), prompts of 8-400 words; the whole decision inline
@@ -16,7 +19,8 @@ learned runs use distinct prompts (no cache hits), so featurizing one prompt is 
 
 Writes benchmarks/results/decision.json: {"policies": {name: {p50_us, p99_us, decisions_per_s, targets,
 predictor}}, "runs": [every (policy, targets, predictor) cell], "machine": .., "date": .., "command": ..}.
-`policies[name]` is the 10-target table-driven cell; `policies[name + "+static"]`,
+`policies[name]` is the 10-target table-driven cell (untraced), `policies[name + "+traced"]` the same
+traced; `policies[name + "+static"]`,
 `policies[name + "+static-loop"]`, `policies[name + "+static-logistic"]` and `policies[name + "+embed"]` the
 learned ones.
 """
@@ -24,10 +28,7 @@ learned ones.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import random
 import sys
 import time
@@ -36,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.meta import write_result  # noqa: E402
 from policies.base import StaticView  # noqa: E402
 from policies.config import build_policy, parse_policy  # noqa: E402
 from policies.latency import LatencyEstimator  # noqa: E402
@@ -123,7 +125,7 @@ def make_static_quality(targets: list[Target], offloaded: bool = False, kind: st
 
 
 def run_cell(policy_cfg: dict, targets: list[Target], quality, n: int, seed: int,
-             texts: list[str] | None = None) -> dict:
+             texts: list[str] | None = None, explain: bool = False) -> dict:
     est = LatencyEstimator(targets)
     rng = random.Random(seed)
     for t in targets:  # warm, live state: sketches past min_samples, some load
@@ -145,6 +147,7 @@ def run_cell(policy_cfg: dict, targets: list[Target], quality, n: int, seed: int
             prompt_tokens=rng.randint(20, 2000),
             expected_output_tokens=rng.randint(16, 512),
             constraints=cons[i % len(cons)],
+            explain=explain,  # False: as the router decides when the decision is not traced (the default)
         )
         for i, p in enumerate(texts if texts is not None else prompts(n, seed))
     ]
@@ -208,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             cell = run_cell(cfg, targets, PriorPredictor(), n_table, seed=size)
             cell["predictor"] = "prior"
             runs.append(cell)
+            if size == 10:  # the same decisions traced: every candidate's Estimate built for the span
+                cell = run_cell(cfg, targets, PriorPredictor(), n_table, seed=size, explain=True)
+                cell["predictor"] = "traced"
+                runs.append(cell)
     if do_embed:
         for size in sizes:
             targets = make_targets(size)
@@ -236,24 +243,9 @@ def main(argv: list[str] | None = None) -> int:
             summary[key] = {k: cell[k] for k in ("p50_us", "p99_us", "cpu_p50_us", "cpu_p99_us",
                                                  "decisions_per_s", "targets")}
             summary[key]["predictor"] = cell["predictor"]
-    result = {
-        "policies": summary,
-        "runs": runs,
-        "goals": {"table_p99_us": 100, "learned_p99_us": 1000},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_1m": round(os.getloadavg()[0], 2),
-        },
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python benchmarks/decision.py", *(sys.argv[1:] if argv is None else argv)]),
-        "quick": args.quick,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    result = {"policies": summary, "runs": runs, "goals": {"table_p99_us": 100, "learned_p99_us": 1000},
+              "quick": args.quick}
+    out = write_result(result, args.out, "benchmarks/decision.py", argv, load_before)
     print(f"{'policy':<20}{'targets':>8}{'predictor':>12}{'p50 µs':>10}{'p99 µs':>10}{'cpu p50':>10}"
           f"{'cpu p99':>10}{'dec/s':>10}")
     for c in runs:

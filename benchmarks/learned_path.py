@@ -2,34 +2,36 @@
 
     flock /tmp/rr-ray.lock .venv/bin/python benchmarks/learned_path.py          # ~3 min
     flock /tmp/rr-ray.lock .venv/bin/python benchmarks/learned_path.py --quick  # ~1 min, for the tests
+    ... learned_path.py --variants "logistic,knn,knn:batched,knn:inline"        # several learned apps
 
-Two router applications run side by side on one Serve instance, identical but for `quality`:
+Router applications run side by side on one Serve instance, identical but for `quality`:
   * `prior`: the per-target prior table (table-driven decisions);
-  * `learned`: a kNN predictor (k=40, 4,000 training prompts) on the static featurizer
-    (`routerctl tune featurizer build` first), loaded by the ingress at replica start and run off its
-    event loop (router/learned.py).
-Each has its own two FakeLLM models (10 ms to the first token, then one token every 5 ms, 16 tokens).
-A closed loop of `--concurrency` clients sends streaming chat requests, every prompt distinct (8-400
-words) with `routing.min_quality` between the two models' priors, so the learned policy's choice
-depends on each prompt. The two apps are measured alternately for `--rounds` rounds to spread the
-shared machine's load drift over both.
+  * `learned` (and one app per further `--variants` entry): a predictor on the static featurizer
+    (`routerctl tune featurizer build` first), trained on 4,000 prompts: `knn` (k=40) or `logistic`,
+    loaded by the ingress at replica start; where it computes a prompt's prediction is the variant's
+    `quality.offload` (`auto` by default: see router/learned.py), e.g. `knn:batched`, `logistic:inline`,
+    and `si=<ms>` sets `quality.switch_interval_ms` (options joined by `+`).
+Each app has its own two FakeLLM models (10 ms to the first token, then one token every 5 ms, 16
+tokens). A closed loop of `--concurrency` clients sends streaming chat requests, every prompt distinct
+(8-400 words) with `routing.min_quality` between the two models' priors, so the learned policy's
+choice depends on each prompt. The apps are measured one after another for `--rounds` rounds, each
+round in a rotated order, to spread the shared machine's load drift over all of them.
 
 Per request the client records the time to the last chunk (latency) and the gaps between successive
 chunks (a decision running on the ingress's event loop would stall the chunks of every concurrent
 stream the replica relays). Results: benchmarks/results/learned_path.json with
 `added_p50_ms_c8` (learned p50 - prior p50) and `rps_ratio_c8` (learned / prior), each the median over
-rounds of the back-to-back pair (pooled figures beside them), `chunk_gap_p99_ms_prior` and
-`chunk_gap_p99_ms_learned` (over all rounds), per-round cells, the load average before and after.
+rounds of the pair measured in the same round (pooled figures beside them), `chunk_gap_p99_ms_prior`
+and `chunk_gap_p99_ms_learned` (over all rounds), the same per variant under `variants`, per-round
+cells, the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
-import platform
 import random
 import statistics
 import sys
@@ -41,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.meta import write_result  # noqa: E402
 from benchmarks.overheadlib.load import pct, wait_http  # noqa: E402
 
 COMMON = "the of and a to in is you that it for on are as with they write explain please".split()
@@ -56,13 +59,13 @@ def prompt(rng: random.Random, tag: str, topic: int | None = None) -> str:
     return f"{tag}: " + " ".join(rng.choice(words if rng.random() < 0.6 else COMMON) for _ in range(n))
 
 
-def train_artifact(out: Path, split: bool = True) -> Path:
-    """kNN on the static featurizer: fake-a is good at the first topic's prompts (made-up labels).
-    `split=False`: fake-a is good at nothing, so the learned app routes like the prior one (every
-    prompt to fake-b) and the two differ only by the predictor's work."""
+def train_artifact(out: Path, split: bool = True, kind: str = "knn") -> Path:
+    """A predictor (`kind`: knn k=40 or logistic) on the static featurizer: fake-a is good at the first
+    topic's prompts (made-up labels). `split=False`: fake-a is good at nothing, so the learned app
+    routes like the prior one (every prompt to fake-b) and the two differ only by the predictor's work."""
     import numpy as np
 
-    from policies.predictors import KNNPredictor
+    from policies.predictors import KNNPredictor, LogisticPredictor
     from policies.predictors.featurizers import record
     from policies.predictors.static_embed import StaticEmbedder
 
@@ -72,7 +75,8 @@ def train_artifact(out: Path, split: bool = True) -> Path:
     emb = StaticEmbedder()
     E = emb.embed(prompts)
     easy = np.array([t == 0 and split for t in topics], dtype=float)
-    art = KNNPredictor(k=40).fit(E, {"fake-a": easy, "fake-b": np.full(len(prompts), 0.6)}).save(out)
+    pred = KNNPredictor(k=40) if kind == "knn" else LogisticPredictor()
+    art = pred.fit(E, {"fake-a": easy, "fake-b": np.full(len(prompts), 0.6)}).save(out)
     record(art, "static", emb)
     return art
 
@@ -93,7 +97,20 @@ def router_config(src: str, quality: dict[str, Any]) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
-def deploy(tmp: Path, artifact: Path, args: argparse.Namespace) -> dict[str, str]:
+def quality_config(spec: str, artifacts: dict[str, Path]) -> dict[str, Any]:
+    """`kind[:option+...]` -> the app's quality config: options `worker` | `batched` | `inline` (where
+    the prediction runs) and `si=<ms>` (the ingress process's thread switch interval)."""
+    kind, _, opts = spec.partition(":")
+    cfg: dict[str, Any] = {"kind": kind, "artifact": str(artifacts[kind])}
+    for opt in filter(None, opts.split("+")):
+        if opt.startswith("si="):
+            cfg["switch_interval_ms"] = float(opt[3:])
+        else:
+            cfg["offload"] = opt
+    return cfg
+
+
+def deploy(tmp: Path, apps: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, str]:
     from ray import serve
 
     from benchmarks.fake_engine import FakeLLM
@@ -102,16 +119,15 @@ def deploy(tmp: Path, artifact: Path, args: argparse.Namespace) -> dict[str, str
 
     src = model_dir(tmp)
     fake = {"ttft_s": args.ttft, "token_delay_s": args.token_delay, "tokens": args.tokens}
-    apps = {"prior": {"kind": "prior"}, "learned": {"kind": "knn", "artifact": str(artifact)}}
     runs = []
-    for name, quality in apps.items():
+    for i, (name, quality) in enumerate(apps.items()):
         models = {m: FakeLLM.options(name=f"model-{m}").bind(m, **fake) for m in ("fake-a", "fake-b")}
         router = RouterIngress.options(max_ongoing_requests=1024, ray_actor_options={"num_cpus": 0.1})
         runs.append(serve.RunTarget(router.bind(router_config(src, quality), models), name=name,
-                                    route_prefix=f"/{name}"))
+                                    route_prefix=f"/app{i}"))
     serve.run_many(runs, wait_for_applications_running=False)
     base = f"http://127.0.0.1:{args.port}"
-    urls = {name: f"{base}/{name}/v1/chat/completions" for name in apps}
+    urls = {name: f"{base}/app{i}/v1/chat/completions" for i, name in enumerate(apps)}
     for url in urls.values():
         wait_http(url, {"model": "auto", "messages": [{"role": "user", "content": "ready?"}], "max_tokens": 2},
                   300)
@@ -196,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="split: the learned app sends each prompt to the model its kNN prefers (half to "
                          "each); same: its labels send every prompt to fake-b, as the prior app does, so "
                          "only the predictor's work differs")
+    ap.add_argument("--variants", default="knn",
+                    help="comma-separated learned apps, each measured against the prior: kind[:opt+...] with "
+                         "kind knn (k=40 over the 4,000 training prompts) or logistic, opts worker | batched | "
+                         "inline (quality.offload) and si=<ms> (quality.switch_interval_ms); the first is the "
+                         "`learned` app of the contract keys")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "learned_path.json"))
     args = ap.parse_args(argv)
     if args.quick:
@@ -207,15 +228,23 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="learned-path-"))
-    artifact = train_artifact(tmp / "knn", split=args.routing == "split")
+    specs = [v.strip() for v in args.variants.split(",") if v.strip()]
+    kinds = sorted({v.partition(":")[0] for v in specs})
+    artifacts = {k: train_artifact(tmp / k, split=args.routing == "split", kind=k) for k in kinds}
+    # the first variant is `learned`, the contract keys' app; further ones are named by their spec
+    apps = {"prior": {"kind": "prior"}, **{("learned" if i == 0 else v): quality_config(v, artifacts)
+                                           for i, v in enumerate(specs)}}
     ray_start()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": args.port})
-        urls = deploy(tmp, artifact, args)
-        cells: dict[str, list[dict[str, Any]]] = {"prior": [], "learned": []}
+        urls = deploy(tmp, apps, args)
+        cells: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
+        names = list(apps)
         for r in range(args.rounds):
-            for name in (("prior", "learned") if r % 2 == 0 else ("learned", "prior")):
-                cell = asyncio.run(load(urls[name], args.concurrency, args.seconds, 1.0, seed=10 * r + len(name)))
+            order = names[r % len(names):] + names[:r % len(names)]  # each app in each position in turn
+            for name in order:
+                cell = asyncio.run(load(urls[name], args.concurrency, args.seconds, 1.0,
+                                        seed=10 * r + names.index(name)))
                 cells[name].append(cell)
                 print(f"round {r} {name:8} p50 {cell['p50_ms']} ms  rps {cell['rps']}  gap p99 "
                       f"{cell['chunk_gap_p99_ms']} ms  errors {cell['errors']}  targets {cell['targets']}",
@@ -226,39 +255,40 @@ def main(argv: list[str] | None = None) -> int:
 
         ray.shutdown()
     summary = {name: pooled(cs) for name, cs in cells.items()}
-    # Paired by round (the two apps run back to back): the median over rounds of the difference is
-    # robust to a load spike in one round, which the pooled figures are not.
-    pairs = list(zip(cells["learned"], cells["prior"], strict=True))
-    added = statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in pairs)
-    ratio = statistics.median(a["rps"] / b["rps"] for a, b in pairs)
-    summary["paired"] = {"added_p50_ms": [round(a["p50_ms"] - b["p50_ms"], 2) for a, b in pairs],
-                         "rps_ratio": [round(a["rps"] / b["rps"], 3) for a, b in pairs],
-                         "pooled_added_p50_ms": round(summary["learned"]["p50_ms"] - summary["prior"]["p50_ms"], 2),
-                         "pooled_rps_ratio": round(summary["learned"]["rps"] / summary["prior"]["rps"], 3)}
+    # Paired by round (each app against the prior of the same round): the median over rounds of the
+    # difference is robust to a load spike in one round, which the pooled figures are not.
+    variants = {}
+    for name in names[1:]:
+        pairs = list(zip(cells[name], cells["prior"], strict=True))
+        variants[name] = {
+            "spec": specs[0] if name == "learned" else name, "quality": apps[name],
+            "added_p50_ms": round(statistics.median(a["p50_ms"] - b["p50_ms"] for a, b in pairs), 2),
+            "rps_ratio": round(statistics.median(a["rps"] / b["rps"] for a, b in pairs), 3),
+            "chunk_gap_p99_ms": summary[name]["chunk_gap_p99_ms"],
+            "added_p50_ms_by_round": [round(a["p50_ms"] - b["p50_ms"], 2) for a, b in pairs],
+            "rps_ratio_by_round": [round(a["rps"] / b["rps"], 3) for a, b in pairs],
+            "pooled_added_p50_ms": round(summary[name]["p50_ms"] - summary["prior"]["p50_ms"], 2),
+            "pooled_rps_ratio": round(summary[name]["rps"] / summary["prior"]["rps"], 3)}
+    added, ratio = variants["learned"]["added_p50_ms"], variants["learned"]["rps_ratio"]
     c = args.concurrency
     result = {
         f"added_p50_ms_c{c}": round(added, 2),
         f"rps_ratio_c{c}": round(ratio, 3),
         "chunk_gap_p99_ms_prior": summary["prior"]["chunk_gap_p99_ms"],
         "chunk_gap_p99_ms_learned": summary["learned"]["chunk_gap_p99_ms"],
+        "variants": variants,
         "summary": summary,
         "rounds": {n: [{k: v for k, v in cell.items() if not k.startswith("_")} for cell in cs]
                    for n, cs in cells.items()},
         "goals": {"added_p50_ms": 1.0, "rps_ratio_min": 0.95, "chunk_gap_p99": "learned <= prior"},
         "setup": {"concurrency": c, "seconds": args.seconds, "rounds": args.rounds, "stream": True,
                   "fake_engine": {"ttft_s": args.ttft, "token_delay_s": args.token_delay, "tokens": args.tokens},
-                  "learned": "knn k=40 on the static featurizer, 4,000 training prompts, off-loop",
+                  "learned": f"{specs[0]} on the static featurizer (knn: k=40), 4,000 training prompts",
+                  "variants": specs,
                   "min_quality": MIN_QUALITY, "prompts": "distinct, 8-400 words", "routing": args.routing},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                    "loadavg_before": [round(x, 2) for x in load_before],
-                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python benchmarks/learned_path.py", *(sys.argv[1:] if argv is None else argv)]),
         "quick": args.quick,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(result, args.out, "benchmarks/learned_path.py", argv, load_before)
     print(json.dumps({k: v for k, v in result.items() if k not in ("rounds", "summary")}, indent=1))
     print(f"wrote {out}")
     return 0

@@ -76,6 +76,25 @@ class _TrainedQualityConfig(BaseModel):
         description="torch threads for the encoder (process-wide; None = torch default). 1 because on a "
         "shared 2-core machine 2 threads made one embedding 12x slower (536 ms vs 43 ms p50).",
     )
+    offload: Literal["auto", "worker", "batched", "inline"] = Field(
+        "auto",
+        description="Where the ingress computes a new prompt's prediction before the decision: "
+        "`worker` (a worker thread, one call per prompt), `batched` (the worker; prompts that arrive "
+        "while a call runs share the next call), `inline` (on the event loop, every prompt), `auto` "
+        "(inline for a logistic, mf or irt predictor on the static featurizer when the prompt has at "
+        "most `inline_max_chars` characters, ~0.1 ms of work; the worker otherwise). A hand-off to "
+        "the worker costs far more than such a prediction on a busy ingress (BENCHMARKS.md).",
+    )
+    inline_max_chars: int = Field(
+        1000, ge=0, description="`offload: auto`: the longest prompt computed on the event loop."
+    )
+    switch_interval_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Python's thread switch interval for the ingress process serving this predictor "
+        "(sys.setswitchinterval; None = Python's 5 ms): how long the event loop and the worker may "
+        "wait for each other's hold on the interpreter lock.",
+    )
 
 
 class KNNQualityConfig(_TrainedQualityConfig):

@@ -101,10 +101,11 @@ def _send(service: RouterService) -> Any:
     return asyncio.gather(*(service.chat(b, {}) for b in bodies))
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["per-prompt", "batched"])
 @pytest.mark.parametrize("spin", [False, True], ids=["sleeping", "cpu-bound"])
-async def test_prediction_runs_off_the_event_loop(spin: bool) -> None:
+async def test_prediction_runs_off_the_event_loop(spin: bool, batch: bool) -> None:
     slow = SlowPredictor(spin)
-    quality = OffloadedQuality(slow, targets())
+    quality = OffloadedQuality(slow, targets(), batch=batch)
     ticks: list[float] = []
     lag, results = await _max_lag_during(_requests(_service(PreparingService, quality)), ticks)
     if spin:  # 3 x SLOW_S of computing: a loop kept free ticks every ~5 ms, an inline one ~never
