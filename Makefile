@@ -29,11 +29,16 @@ models: $(STAMP)
 check: $(STAMP)
 	$(BIN)/routerctl check $(CONFIG)
 
+# Serve's fast paths (router/serve_env.py; docs/router.md "Serve fast paths"): run and test apply the same
+# defaults; a variable set in the environment wins (e.g. RAY_SERVE_THROUGHPUT_OPTIMIZED=0 make run), and
+# ROUTER_SERVE_FAST_PATHS=0 turns them all off.
+SERVE_ENV := $(BIN)/python -m router.serve_env
+
 run: models
-	$(BIN)/serve run $(CONFIG)
+	$(SERVE_ENV) $(BIN)/serve run $(CONFIG)
 
 test: models
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(SERVE_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check router deployments policies tests benchmarks

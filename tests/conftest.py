@@ -25,6 +25,12 @@ _SAVED = {k: os.environ.get(k) for k in ("RAY_TMPDIR", "RAY_ADDRESS")}
 os.environ["RAY_TMPDIR"] = str(_FRESH)  # Ray's default temp folder is $RAY_TMPDIR/ray: absent, as when new
 os.environ.pop("RAY_ADDRESS", None)
 
+# Serve's fast paths as users get them from `make run` (router/serve_env.py, the one source of these
+# settings), before any test starts Ray; a variable already set (e.g. by `make test`, or by hand) wins.
+from router import serve_env  # noqa: E402 - after the Ray environment above, before any test imports Ray
+
+serve_env.apply()
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for k, v in _SAVED.items():

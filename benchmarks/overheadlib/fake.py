@@ -59,7 +59,8 @@ def deploy(args: argparse.Namespace, wanted: set[str], tmp: Path, body: dict[str
         "own_route": "an identical FakeLLM as its own app's HTTP route (proxy -> model replica: one hop)",
         "passthrough": "no-logic ingress -> the router app's model-fake-a replica by handle (two hops)",
         "serve_llm": "build_openai_app: OpenAiIngress -> LLMServer with a fake LLMEngine (own replicas)",
-        "litellm": "LiteLLM proxy -> provider_direct (the fake OpenAI HTTP server, same latency)",
+        "litellm": "LiteLLM proxy (1 uvicorn worker) -> provider_direct (the fake OpenAI HTTP server, same latency)",
+        "litellm_w2": "LiteLLM proxy (2 uvicorn workers, one per core) -> provider_direct",
     }
     body_a = {**body, "model": "fake-a"}
     s.urls = {
@@ -101,7 +102,10 @@ def deploy(args: argparse.Namespace, wanted: set[str], tmp: Path, body: dict[str
     if wanted & {"litellm", "provider_direct"}:
         fo, fo_url = start_fake_openai(args.ttft + (args.tokens - 1) * args.token_delay, 0.0)
         s.procs.append(fo)
+        s.stacks[fo.pid] = "fake_openai"
         s.urls["provider_direct"] = (f"{fo_url}/chat/completions", body_a, {"authorization": "Bearer sk-bench"})
-        if "litellm" in wanted:
-            add_litellm(s, args.litellm_bin, fo_url, args.port + 1, tmp, body_a, api_key="sk-bench")
+        for i, label in enumerate(("litellm", "litellm_w2")):
+            if label in wanted:
+                add_litellm(s, args.litellm_bin, fo_url, args.port + 1 + i, tmp, body_a, api_key="sk-bench",
+                            label=label)
     return s

@@ -56,6 +56,21 @@ class CpuMeter:
     def delta(a: dict[int, float], b: dict[int, float]) -> float:
         return sum(v - a.get(pid, 0.0) for pid, v in b.items())
 
+    def stacks(self, roots: dict[int, str], default: str = "ray_serve") -> dict[int, str]:
+        """pid -> stack name: the process tree under each pid in `roots` is that stack, the rest `default`."""
+        out: dict[int, str] = {}
+        for p in self._procs():
+            name = default
+            try:
+                for q in [p, *p.parents()]:
+                    if q.pid in roots:
+                        name = roots[q.pid]
+                        break
+            except self._psutil.Error:
+                pass
+            out[p.pid] = name
+        return out
+
 
 async def load(url: str, body: dict[str, Any], conc: int, seconds: float, warmup: float,
                headers: dict[str, str] | None = None) -> dict[str, Any]:

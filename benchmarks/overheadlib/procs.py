@@ -47,10 +47,23 @@ def start_fake_openai(ttft: float, delay: float) -> tuple[subprocess.Popen[str],
     return p, line.split()[1]
 
 
+# LiteLLM's own production advice (docs/proxy/prod: "Best Practices for Production"), minus what needs a
+# database or Redis: no callbacks, no spend/error logs, verbose off, FastAPI info logs off
+# (LITELLM_LOG=ERROR), LITELLM_MODE=PRODUCTION (no .env loading), no telemetry. No master key: its check
+# would be a cost our router path does not pay either (the benchmark's router has no auth configured).
+LITELLM_CONFIG = (
+    "litellm_settings:\n  drop_params: true\n  telemetry: false\n  set_verbose: false\n  json_logs: false\n"
+    "  callbacks: []\n  success_callback: []\n  failure_callback: []\n  request_timeout: 600\n"
+    "general_settings:\n  disable_spend_logs: true\n  disable_error_logs: true\n"
+)
+LITELLM_ENV = {"LITELLM_LOG": "ERROR", "LITELLM_MODE": "PRODUCTION", "LITELLM_TELEMETRY": "False",
+               "NO_DOCS": "True", "NO_REDOC": "True"}
+
+
 def start_litellm(bin_path: str, base_url: str, port: int, tmp: Path, model: str = "fake-a",
-                  api_key: str = "sk-bench") -> subprocess.Popen[str]:
-    """LiteLLM proxy (1 worker) serving `model` from the OpenAI-compatible server at `base_url`."""
-    cfg = tmp / "litellm.yaml"
+                  api_key: str = "sk-bench", workers: int = 1) -> subprocess.Popen[str]:
+    """LiteLLM proxy (`workers` uvicorn workers) serving `model` from the OpenAI server at `base_url`."""
+    cfg = tmp / f"litellm-w{workers}.yaml"
     cfg.write_text(
         "model_list:\n"
         f"  - model_name: {model}\n"
@@ -58,14 +71,15 @@ def start_litellm(bin_path: str, base_url: str, port: int, tmp: Path, model: str
         f"      model: openai/{model}\n"
         f"      api_base: {base_url}\n"
         f"      api_key: {api_key}\n"
-        "litellm_settings:\n  drop_params: true\n  telemetry: false\n"
-        "general_settings:\n  master_key: sk-bench-master\n"
+        + LITELLM_CONFIG
     )
-    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"}
+    env = {**os.environ, **LITELLM_ENV}
     env.pop("PYTHONPATH", None)
-    log = open(tmp / "litellm.log", "w")  # noqa: SIM115 - lives as long as the process
+    for k in [k for k in env if k.startswith("RAY_")]:
+        env.pop(k)
+    log = open(tmp / f"litellm-w{workers}.log", "w")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(
-        [bin_path, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        [bin_path, "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--num_workers", str(workers)],
         stdout=log, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
     )
 

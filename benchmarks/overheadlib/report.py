@@ -50,6 +50,8 @@ def summarize(results: dict[str, dict[str, Any]], skipped: dict[str, str], conc:
         "auto_vs_litellm_rps_ratio_c32": by_c.get("32", {}).get("auto_vs_litellm_rps_ratio"),
         "auto_added_p99_ms_c8": diff(get("auto", 8, "p99_ms"), get("own_route", 8, "p99_ms")),
         "litellm_added_p99_ms_c8": diff(get("litellm", 8, "p99_ms"), get(litellm_base, 8, "p99_ms")),
+        "auto_vs_litellm_w2_rps_ratio_c32": ratio(get("auto", 32, "rps"), get("litellm_w2", 32, "rps")),
+        "litellm_w2_added_p99_ms_c8": diff(get("litellm_w2", 8, "p99_ms"), get(litellm_base, 8, "p99_ms")),
         "summary_by_concurrency": by_c,
         "definitions": {
             "auto_vs_passthrough_p50_ms": "auto p50 - passthrough p50 at the lowest concurrency run (c=1)",
@@ -74,3 +76,63 @@ def markdown(doc: dict[str, Any]) -> str:
         cpu = r.get(cpu_c, {}).get("cpu_ms_per_req")
         lines.append(f"| {p} | " + " | ".join(cells) + f" | {cpu if cpu is not None else '-'} |")
     return "\n".join(lines)
+
+
+CMP_PATHS = ("auto", "own_route", "passthrough")
+
+
+def compare_summary(runs: dict[str, list[dict[str, Any]]], presets: list[str]) -> dict[str, Any]:
+    """Per preset and round: p50 / p99 / rps of each path per concurrency, and (ratios within a round only)
+    auto's rps and p50 against the first preset of the same round."""
+    base = presets[0]
+    out: dict[str, Any] = {"baseline_preset": base, "by_preset": {}}
+    for preset, docs in runs.items():
+        rounds = []
+        for i, doc in enumerate(docs):
+            res = doc.get("results") or {}
+            cells = {p: {c: {k: r.get(k) for k in ("p50_ms", "p99_ms", "rps", "errors", "cpu_ms_per_req")}
+                         for c, r in res[p].items()} for p in res}
+            vs: dict[str, Any] = {}
+            b_doc = runs[base][i] if i < len(runs[base]) else {}
+            b_auto = (b_doc.get("results") or {}).get("auto", {})
+            for c, r in (res.get("auto") or {}).items():
+                b = b_auto.get(c) or {}
+                vs[c] = {
+                    "auto_rps_ratio": round(r["rps"] / b["rps"], 3) if b.get("rps") else None,
+                    "auto_p50_ms_diff": round(r["p50_ms"] - b["p50_ms"], 2) if b.get("p50_ms") else None,
+                }
+            rounds.append({"cells": cells, "vs_baseline": vs, "error": doc.get("error"),
+                           "idle_cpu_cores_by_stack": doc.get("idle_cpu_cores_by_stack"),
+                           "env": doc.get("env"), "setup_s": doc.get("setup_s"),
+                           "skipped": {k: v for k, v in (doc.get("skipped") or {}).items()
+                                       if k in CMP_PATHS}})
+        out["by_preset"][preset] = rounds
+    return out
+
+
+def compare_markdown(doc: dict[str, Any]) -> str:
+    """One row per preset x round: auto (and own_route / passthrough) p50 / p99 ms and rps per concurrency."""
+    rows: list[str] = []
+    cs: list[str] = []
+    for rounds in doc["by_preset"].values():
+        for r in rounds:
+            for cells in r["cells"].values():
+                cs = sorted(set(cs) | set(cells), key=int)
+    rows.append("| preset | round | path | " + " | ".join(f"c={c} p50 / p99 ms, rps" for c in cs)
+                + " | auto rps vs baseline (same round) |")
+    rows.append("|---|---|---|" + "---|" * (len(cs) + 1))
+    for preset, rounds in doc["by_preset"].items():
+        for i, r in enumerate(rounds):
+            if r.get("error"):
+                rows.append(f"| {preset} | {i + 1} | - | {r['error']} |")
+                continue
+            for p in CMP_PATHS:
+                cells = r["cells"].get(p)
+                if not cells:
+                    continue
+                vals = [f"{cells[c]['p50_ms']:.1f} / {cells[c]['p99_ms']:.1f}, {cells[c]['rps']:.0f}"
+                        if c in cells else "-" for c in cs]
+                vs = ", ".join(f"c={c} {v['auto_rps_ratio']}" for c, v in r["vs_baseline"].items()) \
+                    if p == "auto" else ""
+                rows.append(f"| {preset} | {i + 1} | {p} | " + " | ".join(vals) + f" | {vs} |")
+    return "\n".join(rows)
