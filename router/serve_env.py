@@ -52,7 +52,7 @@ PRESETS: dict[str, dict[str, str]] = {
 }
 
 # What `make run`, `make test` and the test suite use (BENCHMARKS.md P1 "Serve fast paths" measured why).
-DEFAULT_PRESET = "ray"  # "all" measured 4.6x faster but failed tests/reliability/test_reload.py (see BENCHMARKS.md P1)
+DEFAULT_PRESET = "ray"  # "all" measured 4.6x faster but failed test_reload/test_startup_state (BENCHMARKS.md P1)
 # Direct ingress holds a stopping ingress replica open >= 30 s by default so that an external load balancer
 # can deregister it; here the only balancer is Serve's own HAProxy, which the controller updates within
 # ~0.1 s (RAY_SERVE_HAPROXY_BROADCAST_COALESCE_S), so 2 s is plenty and a redeploy or shutdown is not held.
