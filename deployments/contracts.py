@@ -151,8 +151,8 @@ class InternalError(RouterError):
 class TargetClient(Protocol):
     """Calls one target with an OpenAI-format request body (its `model` already set for the target).
 
-    In Serve a client wraps a deployment handle (a vLLM LLMServer or a ProviderDeployment); in unit
-    tests, a deterministic fake. Bodies are plain dicts so that only serialisable values cross Ray
+    In Serve a client wraps a deployment handle (a vLLM LLMServer) or is a ProviderClient held by the
+    ingress; in unit tests, a deterministic fake. Bodies are plain dicts so that only serialisable values cross Ray
     handles. Cancelling the awaiting task, or closing the stream early, must stop the upstream work
     (deployments.handle_client cancels the Serve call): the router relies on it when it gives up on
     an attempt (timeout, failover, client gone).

@@ -1,5 +1,5 @@
-"""TargetClient over a Serve deployment handle (a RouterLLMServer or a ProviderDeployment), and both ends
-of the stream protocol across that handle.
+"""TargetClient over a Serve deployment handle (a RouterLLMServer; a provider behind a deployment only in
+benchmarks/provider_hop.py), and both ends of the stream protocol across that handle.
 
 Both deployment kinds expose the same `complete(endpoint, body)` / `stream(endpoint, body)` methods, so
 one small adapter serves both; only plain dicts (and lists of them) cross the handle.
@@ -12,7 +12,7 @@ list, at most one object per `interval_ms` per stream (ROUTER_STREAM_BATCH_MS, d
 `DEFAULT_BATCH_MS`; "off" yields every chunk alone as before). A chunk is never held longer than that
 interval, the last ones not at all. `HandleClient.stream` unpacks lists, so its callers (Relay,
 continuation, usage, error-event detection) see the same chunk sequence as without batching; a plain
-dict is one chunk (the provider deployment yields those).
+dict is one chunk (what an unbatched deployment yields).
 
 Cancellation: Serve cancels a child call only when the parent request is cancelled. When the router
 stops waiting for one attempt of a request that goes on (attempt timeout, failover, an escalation
