@@ -146,7 +146,8 @@ def build_model_deployment(model: EngineConfig, path: str, omp_threads_bind: str
     # Serve imports a deployment named by import path in the replica, not here (ray.serve's
     # ReplicaConfig takes "module:attr" strings); the stand-in only carries the options to .options().
     options = cpu_deployment_options(args, name)
-    return serve.deployment(_StandIn, **options).options(func_or_class=SERVER_CLS).bind(llm_config=args)
+    deployment: Any = serve.deployment(_StandIn, **options)
+    return deployment.options(func_or_class=SERVER_CLS).bind(llm_config=args)
 
 
 class _StandIn:

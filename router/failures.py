@@ -82,9 +82,9 @@ def rejected(tid: str, e: BaseException, body: Mapping[str, Any]) -> FieldError:
     text = str(getattr(e, "message", "") or getattr(cause, "message", "") or cause).removeprefix("model engine: ")
     low = text.lower()
     if "context length" in low or "maximum context" in low or "max_model_len" in low:
-        param = "max_tokens" if "max_tokens" in body else "messages" if "messages" in body else "prompt"
+        limit = "max_tokens" if "max_tokens" in body else "messages" if "messages" in body else "prompt"
         return FieldError(
-            f"prompt plus '{param}' exceeds the context window of '{tid}'", param=param,
+            f"prompt plus '{limit}' exceeds the context window of '{tid}'", param=limit,
             code="context_length_exceeded",
         )
     param = _loc_param(cause, body) or _named_param(text, body)

@@ -31,9 +31,7 @@ def server() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(autouse=True)
 def fresh(server: FakeOpenAI) -> Iterator[None]:
-    server.clear()
-    server.mode = "ok"
-    server.models_delay_s, server.models_status = 0.0, 200
+    server.reset()
     yield
     server.release_parked()
 

@@ -47,9 +47,7 @@ def app(server: FakeOpenAI) -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def fresh(server: FakeOpenAI) -> Iterator[None]:
-    server.clear()
-    server.mode = "ok"
-    server.models_delay_s, server.models_status = 0.0, 200
+    server.reset()
     yield
     server.release_parked()
 

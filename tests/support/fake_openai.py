@@ -120,7 +120,26 @@ def _words(value: Any) -> int:
     return 0
 
 
-class FakeOpenAI:
+class _Counts:
+    """What both server handles derive from their `requests` list."""
+
+    requests: list[RecordedRequest]
+
+    @property
+    def request_count(self) -> int:
+        return len(self.requests)
+
+    @property
+    def completions(self) -> list[RecordedRequest]:
+        """The completion requests only (not GET /v1/models, the router's health probes)."""
+        return [r for r in self.requests if r.method == "POST"]
+
+    @property
+    def completion_count(self) -> int:
+        return len(self.completions)
+
+
+class FakeOpenAI(_Counts):
     def __init__(
         self,
         *,
@@ -184,23 +203,16 @@ class FakeOpenAI:
         with self._lock:
             return list(self._requests)
 
-    @property
-    def request_count(self) -> int:
-        return len(self.requests)
-
-    @property
-    def completions(self) -> list[RecordedRequest]:
-        """The completion requests only (not GET /v1/models, the router's health probes)."""
-        return [r for r in self.requests if r.method == "POST"]
-
-    @property
-    def completion_count(self) -> int:
-        return len(self.completions)
-
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
             self._script.clear()
+
+    def reset(self) -> None:
+        """Between tests: no recorded requests or script, mode ok, /v1/models prompt and 200."""
+        self.clear()
+        self.mode = "ok"
+        self.models_delay_s, self.models_status = 0.0, 200
 
     @property
     def url(self) -> str:
@@ -437,7 +449,7 @@ def _drop(request: web.Request, resp: web.StreamResponse | None = None) -> web.S
     raise asyncio.CancelledError  # aiohttp treats a cancelled handler on a dead connection quietly
 
 
-class RemoteFakeOpenAI:
+class RemoteFakeOpenAI(_Counts):
     """Handle on a fake server in another process; same control API as FakeOpenAI."""
 
     def __init__(self, url: str, process: subprocess.Popen[str] | None = None):
@@ -464,17 +476,6 @@ class RemoteFakeOpenAI:
         rows = httpx.get(self.url + "/_fake/requests", timeout=10).json()
         return [RecordedRequest(**row) for row in rows]
 
-    @property
-    def request_count(self) -> int:
-        return len(self.requests)
-
-    @property
-    def completions(self) -> list[RecordedRequest]:
-        return [r for r in self.requests if r.method == "POST"]
-
-    @property
-    def completion_count(self) -> int:
-        return len(self.completions)
 
 
 @contextlib.contextmanager
